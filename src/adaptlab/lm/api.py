@@ -1,0 +1,534 @@
+"""`APILM`: the `LM` interface over an OpenAI-compatible HTTP server (llama.cpp, vLLM, OpenAI, ...).
+
+Scoring uses ``POST /v1/completions`` with ``echo`` + ``logprobs`` (the legacy completions format:
+``tokens``, ``token_logprobs``, ``text_offset``) where the server offers it; where it does not, a
+request is answered by generating a short text and *parsing* it (see `APILM.loglikelihood`).
+Generation uses ``/v1/completions`` or ``/v1/chat/completions``. Requests run concurrently on a
+thread pool, each with a timeout and bounded retries (exponential backoff with jitter, honouring a
+capped ``Retry-After``) on connection errors, timeouts, 429 and 5xx. The API key is read from an
+environment variable at call time and is never stored, logged or shown in a repr.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, fields
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, TypeVar
+
+import httpx
+
+from adaptlab.errors import AdaptlabError, ConfigError
+from adaptlab.lm.base import ContinuationScores, LoglikelihoodRequest, Usage
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+"""HTTP statuses worth retrying; any other 4xx/5xx fails at once."""
+MAX_SERVER_STOPS = 4
+"""The OpenAI API accepts at most four stop strings; the rest are applied client-side only."""
+
+
+class BackendError(AdaptlabError):
+    """A model backend (e.g. an API server) failed: unreachable, timed out, or answered an error.
+
+    ``partial`` holds the results finished before the failure, aligned with the submitted inputs
+    (``None`` where no result was obtained), so that completed work is not lost.
+    ``status`` is the last HTTP status seen, if any; ``transport`` is True when the server could
+    not be reached or did not answer in time (as opposed to answering with an error).
+    """
+
+    def __init__(self, message: str, *, partial: list[Any] | None = None, status: int | None = None,
+                 transport: bool = False, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.partial: list[Any] = partial if partial is not None else []
+        self.status = status
+        self.transport = transport
+
+
+@dataclass
+class APIConfig:
+    """How to reach an OpenAI-compatible server and how hard to try."""
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """API root including the version path, e.g. ``http://127.0.0.1:8000/v1``."""
+    model: str = "default"
+    """Model name sent in each request (llama.cpp servers ignore or alias it)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (sent as ``Bearer``); unset or empty: no header."""
+    mode: Literal["completions", "chat"] = "completions"
+    """Endpoint used by `generate`: raw ``/completions`` or ``/chat/completions`` (one user turn)."""
+    concurrency: int = 4
+    """Requests in flight at once."""
+    timeout_s: float = 60.0
+    """Per-request timeout (connect, read, write) in seconds."""
+    max_retries: int = 3
+    """Retries after the first attempt on connection errors, timeouts, malformed JSON, 429, 5xx."""
+    backoff_base_s: float = 0.5
+    """First backoff; doubles each retry, with jitter (x0.5 to x1)."""
+    max_backoff_s: float = 30.0
+    """Cap on one backoff wait, including a server's ``Retry-After``."""
+    logprobs: Literal["auto", "on", "off"] = "auto"
+    """Scoring: ``on`` uses echo+logprobs, ``off`` parses generations, ``auto`` probes the server once."""
+    fallback_max_tokens: int = 16
+    """Tokens generated per request when scoring falls back to parsing generations."""
+    bos_text: str = ""
+    """Text prepended to every scoring prompt, e.g. the model's BOS token. llama-cpp-python's
+    server shifts echoed logprobs by one token unless the prompt starts with the BOS token; for
+    SmolLM2 that is ``"<|im_start|>"``. The probe detects a shifted server either way."""
+
+    def __post_init__(self) -> None:
+        def bad(field: str, msg: str) -> ConfigError:
+            return ConfigError(msg, field=field)
+
+        if not re.match(r"^https?://[^/\s]+", self.base_url or ""):
+            raise bad("base_url", f"base_url must be an http(s) URL, got {self.base_url!r}")
+        self.base_url = self.base_url.rstrip("/")
+        if not self.model:
+            raise bad("model", "model must be a non-empty name")
+        if self.mode not in ("completions", "chat"):
+            raise bad("mode", f"mode must be 'completions' or 'chat', got {self.mode!r}")
+        if self.logprobs not in ("auto", "on", "off"):
+            raise bad("logprobs", f"logprobs must be 'auto', 'on' or 'off', got {self.logprobs!r}")
+        for name in ("concurrency", "fallback_max_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise bad(name, f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.max_retries, int) or not 0 <= self.max_retries <= 20:
+            raise bad("max_retries", f"max_retries must be an integer in 0..20, got {self.max_retries!r}")
+        for name in ("timeout_s", "backoff_base_s", "max_backoff_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value <= 3600 or (
+                    name == "timeout_s" and value == 0):
+                raise bad(name, f"{name} must be a number in (0, 3600], got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain fields (the key itself is never stored, only the variable's name)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "APIConfig":
+        """Build from a mapping; unknown keys raise a ConfigError suggesting the closest."""
+        from adaptlab.errors import unknown_key_error
+
+        valid = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in valid:
+                raise unknown_key_error(key, valid)
+        return cls(**data)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = len(text)
+    for s in stop:
+        if s:
+            i = text.find(s)
+            if i != -1:
+                cut = min(cut, i)
+    return text[:cut]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), else None."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The error text a server put in its body (OpenAI ``{"error": {"message": ...}}`` or raw)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:300]
+    if isinstance(body, dict):
+        err = body.get("error", body.get("detail", body))
+        if isinstance(err, dict):
+            return str(err.get("message", err))[:300]
+        return str(err)[:300]
+    return str(body)[:300]
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused" if "refused" in str(exc).lower() else f"cannot connect ({exc})"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class APILM:
+    """`LM` backed by an OpenAI-compatible server. ``APILM(config)`` or ``APILM(base_url=..., ...)``."""
+
+    def __init__(self, config: APIConfig | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = APIConfig(**overrides)
+        elif overrides:
+            config = APIConfig(**{**config.to_dict(), **overrides})
+        self.config = config
+        self.name = f"api:{config.model}"
+        self.usage = Usage()
+        self._lock = threading.Lock()
+        self._rng = random.Random()
+        self._echo_ok: bool | None = False if config.logprobs == "off" else None
+        self._tokenize_route: str | None = None  # "extras", "native", "none" once probed
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(config.timeout_s),
+            limits=httpx.Limits(max_connections=config.concurrency,
+                                max_keepalive_connections=config.concurrency),
+        )
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"APILM(base_url={c.base_url!r}, model={c.model!r}, mode={c.mode!r}, "
+                f"concurrency={c.concurrency}, api_key_env={c.api_key_env!r})")
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> "APILM":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ HTTP
+    @property
+    def _root_url(self) -> str:
+        """Server root without the version path (for ``/extras/tokenize``, ``/tokenize``)."""
+        return re.sub(r"/v\d+$", "", self.config.base_url)
+
+    def _headers(self) -> dict[str, str]:
+        key = os.environ.get(self.config.api_key_env, "")
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _post(self, url: str, payload: dict[str, Any], *,
+              retry_statuses: frozenset[int] = RETRY_STATUSES) -> dict[str, Any]:
+        """POST JSON with bounded retries; the parsed JSON object, or BackendError."""
+        cfg = self.config
+        attempts = cfg.max_retries + 1
+        last = "no attempt made"
+        status: int | None = None
+        transport = False
+        for attempt in range(attempts):
+            wait_s: float | None = None
+            transport = False
+            try:
+                start = time.perf_counter()
+                response = self._client.post(url, json=payload, headers=self._headers())
+                status = response.status_code
+                if response.status_code == 200:
+                    try:
+                        body = response.json()
+                        if not isinstance(body, dict):
+                            raise ValueError("not a JSON object")
+                    except ValueError as exc:
+                        last = f"malformed JSON in response ({exc})"
+                    else:
+                        with self._lock:
+                            self.usage.seconds += time.perf_counter() - start
+                        return body
+                elif response.status_code in retry_statuses:
+                    last = f"HTTP {status}: {_server_message(response)}"
+                    wait_s = _retry_after(response)
+                else:
+                    raise BackendError(
+                        f"API server {cfg.base_url} rejected {url.rsplit('/', 1)[-1]} request "
+                        f"with HTTP {status}: {_server_message(response)}", status=status)
+            except httpx.TransportError as exc:
+                last, status, transport = _describe(exc), None, True
+            if attempt + 1 < attempts:
+                backoff = cfg.backoff_base_s * 2 ** attempt * (0.5 + 0.5 * self._rng.random())
+                delay = min(cfg.max_backoff_s, wait_s if wait_s is not None else backoff)
+                log.debug("attempt %d/%d on %s failed (%s); retrying in %.2fs",
+                          attempt + 1, attempts, url, last, delay)
+                time.sleep(delay)
+        retries = "retry" if cfg.max_retries == 1 else "retries"
+        verb = "unreachable" if transport else "failed"
+        raise BackendError(f"API server {cfg.base_url} {verb} after {cfg.max_retries} {retries}: {last}",
+                           status=status, transport=transport,
+                           hint="is the server running and reachable?" if transport else None)
+
+    def _account(self, body: dict[str, Any]) -> tuple[int, int]:
+        usage = body.get("usage") or {}
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        with self._lock:
+            self.usage.requests += 1
+            self.usage.prompt_tokens += prompt
+            self.usage.computed_tokens += prompt
+            self.usage.generated_tokens += completion
+        return prompt, completion
+
+    def _bump(self, key: str, amount: float = 1.0) -> None:
+        with self._lock:
+            self.usage.extra[key] = self.usage.extra.get(key, 0.0) + amount
+
+    # ------------------------------------------------------------ scheduling
+    def _run_all(self, items: Sequence[Any], work: Callable[[Any], T], *, what: str,
+                 on_result: Callable[[int, T], None] | None, progress: bool) -> list[T]:
+        """Run ``work`` on every item with bounded concurrency, results in order.
+
+        ``on_result(i, result)`` is called in the caller's thread as each result arrives. On the
+        first failure no new work starts; in-flight work finishes, and BackendError is raised with
+        ``partial`` aligned to ``items`` (``None`` where unfinished).
+        """
+        results: list[Any] = [None] * len(items)
+        if not items:
+            return []
+        done_count = 0
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=self.config.concurrency,
+                                thread_name_prefix="apilm") as pool:
+            futures: dict[Future[T], int] = {pool.submit(work, item): i for i, item in enumerate(items)}
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(finished, key=futures.__getitem__):
+                    if fut.cancelled():
+                        continue
+                    exc = fut.exception()
+                    if exc is not None:
+                        failure = failure or exc
+                        continue
+                    i = futures[fut]
+                    results[i] = fut.result()
+                    done_count += 1
+                    if on_result is not None:
+                        try:
+                            on_result(i, results[i])
+                        except BaseException:
+                            for other in pending:
+                                other.cancel()
+                            raise
+                if failure is not None:
+                    for fut in pending:
+                        fut.cancel()
+                if progress and finished:
+                    log.info("%s: %d/%d done", what, done_count, len(items))
+        if failure is not None:
+            message = failure.message if isinstance(failure, AdaptlabError) else _describe(failure)  # type: ignore[arg-type]
+            raise BackendError(f"{what} stopped after {done_count}/{len(items)} results: {message}",
+                               partial=results, status=getattr(failure, "status", None),
+                               transport=getattr(failure, "transport", False),
+                               hint=getattr(failure, "hint", None)) from failure
+        return results
+
+    # ----------------------------------------------------------- generation
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 64, stop: Sequence[str] = (),
+                 progress: bool = False,
+                 on_result: Callable[[int, str], None] | None = None) -> list[str]:
+        """Greedy (temperature 0) completion of each prompt, cut before the first stop string.
+
+        Up to four stop strings are sent to the server; all are applied client-side as well.
+        ``on_result(index, text)`` is called as each text arrives (to persist partial work).
+        """
+        stop = [s for s in stop if s]
+        return self._run_all(list(prompts), lambda p: self._generate_one(p, max_new_tokens, stop),
+                             what="generate", on_result=on_result, progress=progress)
+
+    def _generate_one(self, prompt: str, max_new_tokens: int, stop: Sequence[str]) -> str:
+        cfg = self.config
+        payload: dict[str, Any] = {"model": cfg.model, "max_tokens": max_new_tokens, "temperature": 0.0}
+        if stop:
+            payload["stop"] = list(stop[:MAX_SERVER_STOPS])
+        if cfg.mode == "chat":
+            payload["messages"] = [{"role": "user", "content": prompt}]
+            body = self._post(f"{cfg.base_url}/chat/completions", payload)
+            text = self._choice(body).get("message", {}).get("content") or ""
+        else:
+            payload["prompt"] = prompt
+            body = self._post(f"{cfg.base_url}/completions", payload)
+            text = self._choice(body).get("text") or ""
+        self._account(body)
+        return _cut_at_stop(text, stop)
+
+    def _choice(self, body: dict[str, Any]) -> dict[str, Any]:
+        choices = body.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            raise BackendError(f"API server {self.config.base_url} returned no choices: {str(body)[:200]}")
+        return choices[0]
+
+    # -------------------------------------------------------------- scoring
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], *, progress: bool = False,
+                      on_result: Callable[[int, ContinuationScores], None] | None = None,
+                      ) -> list[ContinuationScores]:
+        """log p(continuation | context) for each continuation of each request.
+
+        With echo+logprobs (``logprobs`` "on", or "auto" when the server supports it) each
+        continuation is scored exactly: ``context + continuation`` is echoed with per-token
+        logprobs and the tokens overlapping the continuation's characters (by ``text_offset``)
+        are summed. Otherwise (``"off"``, or "auto" on a server without echo logprobs) the backend
+        *parses* a greedy generation: the longest continuation that the generated text starts
+        with (whitespace- and case-normalised) gets 0.0 and every other continuation ``-inf``
+        (all ``-inf`` when none matches). Such results are counted in
+        ``usage.extra["parsed_fallback"]`` (and ``["parsed_no_match"]``).
+        ``on_result(index, scores)`` is called as each request's result arrives.
+        """
+        requests = list(requests)
+        if requests and self._echo_ok is None:
+            self._echo_ok = self._probe_echo()
+        work = self._score_echo if self._echo_ok else self._score_parsed
+        return self._run_all(requests, work, what="loglikelihood", on_result=on_result,
+                             progress=progress)
+
+    def _echo_body(self, text: str, *, retry_statuses: frozenset[int] = RETRY_STATUSES) -> dict[str, Any]:
+        payload = {"model": self.config.model, "prompt": self.config.bos_text + text, "max_tokens": 1,
+                   "temperature": 0.0, "echo": True, "logprobs": 1}
+        return self._post(f"{self.config.base_url}/completions", payload, retry_statuses=retry_statuses)
+
+    def _probe_echo(self) -> bool:
+        """Whether the server echoes prompts with *correctly aligned* per-token logprobs (asked once).
+
+        Generates one greedy token g after a fixed probe text with its logprob, then echoes
+        ``text + g``: an aligned server reports the same logprob for g both times. Failure to
+        align raises BackendError when ``logprobs="on"``; with "auto" scoring falls back to parsing.
+        """
+        cfg = self.config
+        probe = "The capital of France is"
+        no_500 = RETRY_STATUSES - {500}  # llama-cpp-python answers 500 when logprobs are disabled
+        reason = ""
+        try:
+            body = self._post(f"{cfg.base_url}/completions", {
+                "model": cfg.model, "prompt": cfg.bos_text + probe, "max_tokens": 1,
+                "temperature": 0.0, "logprobs": 1}, retry_statuses=no_500)
+            lp = self._choice(body).get("logprobs") or {}
+            generated, expected = (lp.get("tokens") or [""])[0], (lp.get("token_logprobs") or [None])[0]
+            if expected is None or not generated:
+                reason = "no logprobs for generated tokens"
+            else:
+                got = self._continuation_logprob(probe, generated, self._echo_body(
+                    probe + generated, retry_statuses=no_500))[0]
+                if abs(got - float(expected)) > 0.1:
+                    reason = (f"echoed logprob of {generated!r} is {got:.3f} but {float(expected):.3f} "
+                              "when generated (shifted by one token?)")
+        except BackendError as exc:
+            if exc.transport:
+                raise  # the server cannot be reached at all: no point in falling back
+            reason = exc.message
+        finally:
+            self._bump("probe_requests", 2)
+        if not reason:
+            return True
+        hint = ("set bos_text to the model's BOS token (llama-cpp-python: '<|im_start|>' for SmolLM2)"
+                if "shifted" in reason else "start the server with logprobs enabled")
+        if cfg.logprobs == "on":
+            raise BackendError(f"API server {cfg.base_url} cannot score prompts: {reason}", hint=hint)
+        log.warning("API server %s cannot score prompts (%s; %s); loglikelihood falls back to parsing "
+                    "generations (0.0 for the generated continuation, -inf for the others)",
+                    cfg.base_url, reason, hint)
+        return False
+
+    def _continuation_logprob(self, context: str, cont: str, body: dict[str, Any]) -> tuple[float, int, int]:
+        """(summed logprob, tokens, context tokens) of ``cont`` in an echoed ``context + cont``.
+
+        Tokens are located by ``text_offset``: a token belongs to the continuation when it covers
+        any of its characters. Offsets may start at the BOS text or after it (servers differ).
+        """
+        lp = self._choice(body).get("logprobs") or {}
+        tokens, offsets, values = lp.get("tokens"), lp.get("text_offset"), lp.get("token_logprobs")
+        if not tokens or offsets is None or values is None:
+            raise BackendError(f"API server {self.config.base_url} returned no echo logprobs",
+                               hint="use logprobs='off' for servers without echo support")
+        bos = self.config.bos_text
+        ctx_start = offsets[0] + (len(bos) if bos and "".join(tokens).startswith(bos) else 0)
+        cont_start, cont_end = ctx_start + len(context), ctx_start + len(context) + len(cont)
+        total, n, n_ctx = 0.0, 0, 0
+        for tok, off, val in zip(tokens, offsets, values):
+            if off >= cont_end:  # the generated token after the echo
+                break
+            if off + len(tok) <= cont_start:
+                n_ctx += 1
+                continue
+            if val is None:
+                raise BackendError(
+                    f"API server {self.config.base_url} gave no logprob for the first token; "
+                    "an empty context cannot be scored over the API", hint="set bos_text")
+            total += float(val)
+            n += 1
+        if n == 0 and cont:
+            raise BackendError(f"could not locate continuation {cont!r} in the echoed tokens")
+        return total, n, n_ctx
+
+    def _score_echo(self, request: LoglikelihoodRequest) -> ContinuationScores:
+        logprobs: list[float] = []
+        counts: list[int] = []
+        prompt_tokens = 0
+        for k, cont in enumerate(request.continuations):
+            body = self._echo_body(request.context + cont)
+            self._account(body)
+            total, n, n_ctx = self._continuation_logprob(request.context, cont, body)
+            if k == 0:
+                prompt_tokens = n_ctx
+            logprobs.append(total)
+            counts.append(n)
+        return ContinuationScores(tuple(logprobs), tuple(counts), prompt_tokens)
+
+    def _score_parsed(self, request: LoglikelihoodRequest) -> ContinuationScores:
+        cfg = self.config
+        payload = {"model": cfg.model, "prompt": request.context, "temperature": 0.0,
+                   "max_tokens": cfg.fallback_max_tokens}
+        body = self._post(f"{cfg.base_url}/completions", payload)
+        prompt_tokens, _ = self._account(body)
+        generated = _normalise(self._choice(body).get("text") or "")
+        matches = [(len(_normalise(c)), i) for i, c in enumerate(request.continuations)
+                   if _normalise(c) and generated.startswith(_normalise(c))]
+        best = max(matches)[1] if matches else None
+        self._bump("parsed_fallback")
+        if best is None:
+            self._bump("parsed_no_match")
+        logprobs = tuple(0.0 if i == best else -math.inf for i in range(len(request.continuations)))
+        counts = tuple(self.count_tokens(c) for c in request.continuations)
+        return ContinuationScores(logprobs, counts, prompt_tokens)
+
+    # ----------------------------------------------------------- tokenizer
+    def count_tokens(self, text: str) -> int:
+        """Tokens via the server's tokenizer (``/extras/tokenize`` or ``/tokenize``).
+
+        Without one, a rough ``ceil(len(text) / 4)`` estimate, counted in
+        ``usage.extra["token_count_estimated"]``.
+        """
+        routes = {
+            "extras": (f"{self._root_url}/extras/tokenize", {"input": text}),
+            "native": (f"{self._root_url}/tokenize", {"content": text}),
+        }
+        order = [self._tokenize_route] if self._tokenize_route else ["extras", "native"]
+        for route in order:
+            if route == "none":
+                break
+            url, payload = routes[route]
+            try:
+                body = self._post(url, payload, retry_statuses=RETRY_STATUSES - {500})
+            except BackendError as exc:
+                if exc.transport or self._tokenize_route:
+                    raise
+                continue
+            tokens = body.get("tokens")
+            if isinstance(tokens, list):
+                self._tokenize_route = route
+                return len(tokens)
+        self._tokenize_route = "none"
+        self._bump("token_count_estimated")
+        return math.ceil(len(text) / 4)

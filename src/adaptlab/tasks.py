@@ -1,0 +1,519 @@
+"""Task definitions: which data, how an example becomes input text, the labels and the metric.
+
+A task YAML maps one to one onto `Task` (pydantic). Unknown keys and invalid values raise a
+one-line `ConfigError` naming the file, the line and the field (with a 'did you mean' hint).
+Templates are Jinja2 (sandboxed, no autoescape: this is prompt text); a missing field renders as
+an empty string and ``adaptlab validate`` reports it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextvars
+import functools
+import logging
+import os
+import re
+import typing
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from adaptlab.data import Example, normalize_label
+from adaptlab.errors import ConfigError, DataError, closest, unknown_key_error
+
+if typing.TYPE_CHECKING:
+    import jinja2
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("jsonl", "csv", "tsv", "label_text", "text", "hf")
+CLEAN_STEPS = ("html", "backslashes", "whitespace")
+BUILTIN_TASKS = ("demo",)
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+               ".tsv": "tsv", ".tab": "tsv", ".txt": "text"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Invalid(ValueError):
+    """A validation failure that knows its field (relative to the model) and a hint."""
+
+    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.field, self.hint = message, field, hint
+
+
+# ------------------------------------------------------------------------------------------------
+# Templates
+# ------------------------------------------------------------------------------------------------
+
+@functools.cache
+def template_environment() -> jinja2.Environment:
+    """The sandboxed Jinja2 environment for prompt templates (no autoescape, lenient undefined)."""
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
+
+
+@functools.lru_cache(maxsize=512)
+def compile_template(text: str) -> jinja2.Template:
+    """The compiled template (cached); a syntax error raises `_Invalid` (a ValueError)."""
+    import jinja2
+
+    try:
+        return template_environment().from_string(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise _Invalid(f"invalid Jinja2 template: {exc.message} (template line {exc.lineno})") from None
+
+
+def template_fields(text: str) -> set[str]:
+    """Names of the example fields a template refers to."""
+    from jinja2 import meta
+
+    return set(meta.find_undeclared_variables(template_environment().parse(text)))
+
+
+def _render(template: str, ex: Example, what: str) -> str:
+    import jinja2
+
+    try:
+        return compile_template(template).render(ex.fields)
+    except (jinja2.TemplateError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"cannot render the {what} template for example {ex.id}: {exc}",
+                        file=ex.source, line=ex.line, field=what) from None
+
+
+# ------------------------------------------------------------------------------------------------
+# Config models
+# ------------------------------------------------------------------------------------------------
+
+# pydantic calls an overridden __init__ for nested models too; only the outermost converts errors
+_VALIDATING: contextvars.ContextVar[bool] = contextvars.ContextVar("adaptlab_validating", default=False)
+
+
+class _Model(BaseModel):
+    """Base: unknown keys are forbidden; Python construction raises ConfigError, not pydantic's dump."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    def __init__(self, **data: Any) -> None:
+        if _VALIDATING.get():  # nested inside another model's validation: let the outer one report
+            super().__init__(**data)
+            return
+        token = _VALIDATING.set(True)
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise config_error(exc, type(self)) from None
+        finally:
+            _VALIDATING.reset(token)
+
+
+def _label_dict(value: Any, what: str) -> Any:
+    if value is None or not isinstance(value, Mapping):
+        return value
+    out = {}
+    for key, verbal in value.items():
+        if isinstance(verbal, Mapping | list):
+            raise _Invalid(f"{what} values must be strings, got {type(verbal).__name__}", field=str(key))
+        out[normalize_label(key)] = normalize_label(verbal) if verbal is not None else ""
+    return out
+
+
+class _ReadOptions(_Model):
+    """How to read a source; given on `DataSpec` they are defaults for every split."""
+
+    format: Literal["jsonl", "csv", "tsv", "label_text", "text", "hf"] | None = None
+    """Inferred from the extension (.jsonl .json .csv .tsv .txt, before .gz) unless given."""
+    encoding: str | None = None
+    """Text encoding (default utf-8), e.g. ``latin-1``."""
+    columns: list[str] | None = None
+    """CSV/TSV column names; without a header they name the columns, with one they rename them."""
+    header: bool | None = None
+    """Whether a CSV/TSV starts with a header row (default: true unless ``columns`` is given)."""
+    label_map: dict[str, str] | None = None
+    """Raw label -> task label key (e.g. ``{1: World}``); applied when reading."""
+    clean: list[str] | None = None
+    """Text repairs applied to every string field, in order: html, backslashes, whitespace."""
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _norm_label_map(cls, v: Any) -> Any:
+        return _label_dict(v, "label_map")
+
+    @field_validator("clean", mode="before")
+    @classmethod
+    def _clean_steps(cls, v: Any) -> Any:
+        for step in [v] if isinstance(v, str) else v if isinstance(v, list) else []:
+            if isinstance(step, str) and step not in CLEAN_STEPS:
+                guess = closest(step, CLEAN_STEPS)
+                raise _Invalid(f"unknown clean step '{step}'",
+                               hint=f"did you mean '{guess}'?" if guess else "valid: " + ", ".join(CLEAN_STEPS))
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                codecs.lookup(v)
+            except LookupError:
+                raise _Invalid(f"unknown encoding '{v}'", hint="e.g. utf-8, latin-1, cp1252") from None
+        return v
+
+    @field_validator("columns")
+    @classmethod
+    def _unique_columns(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (len(set(v)) != len(v) or not all(v)):
+            raise _Invalid("columns must be distinct non-empty names")
+        return v
+
+
+_DEFAULT_KEYS = tuple(_ReadOptions.model_fields)
+
+
+class SourceSpec(_ReadOptions):
+    """Where one split's rows come from. Exactly one of ``path``, ``parallel`` or ``hf``."""
+
+    path: str | None = None
+    """A file (relative to the task file's folder); ``.gz`` is decompressed transparently."""
+    parallel: dict[str, str] | None = None
+    """Line-aligned text files, one per field: ``{en: train.en.gz, de: train.de.gz}``."""
+    hf: str | None = None
+    """Hugging Face dataset: hub name, builder name (``json``, with ``data_files``) or a local
+    ``save_to_disk`` folder."""
+    subset: str | None = None
+    """Hugging Face configuration name (e.g. ``sst2`` of ``nyu-mll/glue``)."""
+    split: str | None = None
+    """Hugging Face split to read (default: this split's name, or ``train`` with data_files)."""
+    data_files: str | list[str] | None = None
+    """Files for a Hugging Face builder such as ``json`` or ``csv``."""
+
+    @field_validator("path", "hf", mode="before")
+    @classmethod
+    def _pathlike(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, os.PathLike) else v
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> SourceSpec:
+        given = [k for k in ("path", "parallel", "hf") if getattr(self, k)]
+        if len(given) != 1:
+            raise _Invalid("a data source needs exactly one of path, parallel or hf"
+                           + (f" (got {', '.join(given)})" if given else ""))
+        return self
+
+
+class DataSpec(_ReadOptions):
+    """Per-split sources plus read options shared by all splits (overridable per split)."""
+
+    train: SourceSpec | None = None
+    dev: SourceSpec | None = None
+    test: SourceSpec | None = None
+    dev_size: float | None = None
+    """Dev rows carved out of train when no dev source is given: a fraction (< 1) or a count;
+    default 10% capped at 500; 0 means no dev split."""
+    test_size: float | None = None
+    """Test rows carved out of train when no test source is given (a fraction or a count)."""
+    seed: int = 0
+    """Seed of the carving (the carved test set depends on this seed only)."""
+
+    @field_validator("train", "dev", "test", mode="before")
+    @classmethod
+    def _path_shorthand(cls, v: Any) -> Any:
+        return {"path": str(v)} if isinstance(v, str | os.PathLike) else v
+
+    @model_validator(mode="after")
+    def _check(self) -> DataSpec:
+        for name, size in (("dev_size", self.dev_size), ("test_size", self.test_size)):
+            if size is not None and (size < 0 or (size >= 1 and not float(size).is_integer())):
+                raise _Invalid(f"{name} must be a fraction below 1 or a whole number of rows", field=name)
+        if self.dev is not None and self.dev_size is not None:
+            raise _Invalid("dev_size only applies when no dev source is given", field="dev_size")
+        if self.test is not None and self.test_size is not None:
+            raise _Invalid("test_size only applies when no test source is given", field="test_size")
+        if self.train is None and (self.test_size or self.dev_size):
+            raise _Invalid("carving dev/test needs a train source", field="train")
+        if self.train is None and self.test is None:
+            raise _Invalid("give at least a train or a test source", field="train")
+        for split in ("train", "dev", "test"):
+            self.format_of(split)  # raises when the format cannot be inferred
+        return self
+
+    def source(self, split: str) -> SourceSpec | None:
+        """The split's source with the shared defaults filled in (None if not configured)."""
+        own = getattr(self, split, None)
+        if own is None:
+            return None
+        merged = {k: getattr(self, k) for k in _DEFAULT_KEYS if getattr(self, k) is not None}
+        merged.update({k: getattr(own, k) for k in own.model_fields_set if getattr(own, k) is not None})
+        return SourceSpec.model_construct(**{**{k: None for k in SourceSpec.model_fields}, **merged})
+
+    def format_of(self, split: str) -> str | None:
+        """The split's format: given, ``hf``/parallel by origin, or inferred from the extension."""
+        spec = self.source(split)
+        if spec is None:
+            return None
+        if spec.hf or spec.format == "hf":
+            return "hf"
+        if spec.parallel:
+            return "text"
+        if spec.format:
+            return spec.format
+        path = spec.path or ""
+        suffixes = Path(path[:-3] if path.endswith(".gz") else path).suffix.lower()
+        if suffixes in _EXTENSIONS:
+            return _EXTENSIONS[suffixes]
+        raise _Invalid(f"cannot infer the format of '{Path(path).name}' from its extension",
+                       field=f"{split}.format", hint="add `format:` (one of " + ", ".join(FORMATS) + ")")
+
+
+class Task(_Model):
+    """A task: YAML keys map one to one onto these fields (``source`` is set by `load_task`)."""
+
+    name: str
+    """Short identifier (letters, digits, ``_.-``); used in output folder names."""
+    type: Literal["classification", "generation"]
+    instruction: str = ""
+    """What the model should do, in natural language (placed before the examples)."""
+    data: DataSpec
+    input: str
+    """Jinja2 template of the input text over an example's fields, e.g. ``"{{ text }}"``."""
+    label_field: str | None = None
+    """Classification: the field holding the label (default ``label``)."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    """Classification: label key -> verbalizer, in order (keys are normalised to strings)."""
+    target: str | None = None
+    """Generation: Jinja2 template of the reference output, e.g. ``"{{ de }}"``."""
+    metric: str
+    """A name in `adaptlab.metrics.METRICS` that suits the task type."""
+    source: Path | None = Field(default=None, exclude=True)
+    """The YAML file; relative data paths resolve against its folder."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise _Invalid(f"invalid task name '{v}'", hint="use letters, digits, '_', '.' and '-'")
+        return v
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _norm_labels(cls, v: Any) -> Any:
+        return _label_dict(v, "labels")
+
+    @field_validator("input", "target")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is not None:
+            compile_template(v)
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Task:
+        if self.type == "classification":
+            if self.label_field is None:
+                self.label_field = "label"
+            if len(self.labels) < 2:
+                raise _Invalid("a classification task needs at least two labels", field="labels",
+                               hint="e.g. labels: {0: negative, 1: positive}")
+            empty = [k for k, v in self.labels.items() if not v.strip()]
+            if empty:
+                raise _Invalid(f"label '{empty[0]}' has an empty verbalizer", field="labels")
+            if len(set(self.labels.values())) != len(self.labels):
+                raise _Invalid("two labels share a verbalizer", field="labels")
+            if self.target is not None:
+                raise _Invalid("`target` is for generation tasks", field="target")
+        else:
+            if self.target is None:
+                raise _Invalid("a generation task needs a `target` template", field="target",
+                               hint='e.g. target: "{{ de }}"')
+            if self.labels or self.label_field:
+                raise _Invalid("labels/label_field are for classification tasks",
+                               field="labels" if self.labels else "label_field")
+        self._check_metric()
+        return self
+
+    def _check_metric(self) -> None:
+        from adaptlab.metrics import METRICS  # light (numpy); sacrebleu is imported lazily there
+
+        fitting = sorted(n for n, m in METRICS.items() if m.kind == self.type)
+        if self.metric not in METRICS:
+            guess = closest(self.metric, METRICS)
+            raise _Invalid(f"unknown metric '{self.metric}'", field="metric",
+                           hint=f"did you mean '{guess}'?" if guess else "valid: " + ", ".join(fitting))
+        if METRICS[self.metric].kind != self.type:
+            raise _Invalid(f"metric '{self.metric}' does not suit a {self.type} task", field="metric",
+                           hint="use one of " + ", ".join(fitting))
+
+    # -- behaviour --------------------------------------------------------------------------------
+
+    @property
+    def label_keys(self) -> list[str]:
+        return list(self.labels)
+
+    @property
+    def verbalizers(self) -> list[str]:
+        return list(self.labels.values())
+
+    def render_input(self, ex: Example) -> str:
+        """The example's input text (the ``input`` template over its fields)."""
+        return _render(self.input, ex, "input")
+
+    def target_of(self, ex: Example) -> str:
+        """Generation: the reference output; classification: the gold verbalizer."""
+        if self.target is not None:
+            return _render(self.target, ex, "target")
+        return self.labels.get(self.label_of(ex), "")
+
+    def label_of(self, ex: Example) -> str:
+        """The example's label key (str; per-split label maps are applied when reading). It may be
+        outside `labels` on bad data: `adaptlab validate` reports that. No label: DataError."""
+        if self.label_field is None:
+            raise ConfigError(f"task '{self.name}' is not a classification task", file=self.source)
+        value = ex.fields.get(self.label_field)
+        if value is None:
+            raise DataError(f"example {ex.id} has no '{self.label_field}' field", file=ex.source,
+                            line=ex.line, field=self.label_field)
+        return normalize_label(value)
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """A data path: absolute as is, relative against the task file's folder (else the cwd)."""
+        p = Path(os.path.expanduser(str(path)))
+        if not p.is_absolute() and self.source is not None:
+            p = self.source.parent / p
+        return Path(os.path.normpath(p))
+
+    def template_fields(self) -> set[str]:
+        """Example fields the input (and target) templates refer to."""
+        fields = template_fields(self.input)
+        return fields | template_fields(self.target) if self.target else fields
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors and YAML loading
+# ------------------------------------------------------------------------------------------------
+
+def _submodel(model: type[BaseModel] | None, key: Any) -> type[BaseModel] | None:
+    info = model.model_fields.get(str(key)) if model is not None else None
+    if info is None:
+        return None
+    for t in (info.annotation, *typing.get_args(info.annotation)):
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return t
+    return None
+
+
+def _line_of(lines: Mapping[tuple[str, ...], int], loc: tuple[str, ...]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def config_error(exc: ValidationError, model: type[BaseModel], *, file: str | Path | None = None,
+                 lines: Mapping[tuple[str, ...], int] | None = None) -> ConfigError:
+    """One ConfigError (file, line, field, hint) from pydantic's errors; unknown keys first."""
+    errs = exc.errors()
+    err = next((e for e in errs if e["type"] == "extra_forbidden"), errs[0])
+    loc = tuple(str(p) for p in err["loc"])
+    lines = lines or {}
+    if err["type"] == "extra_forbidden":
+        parent = model
+        for part in loc[:-1]:
+            parent = _submodel(parent, part)
+        valid = set(parent.model_fields) - {"source"} if parent is not None else set()
+        return unknown_key_error(loc[-1], valid, file=file, line=_line_of(lines, loc))
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, _Invalid):
+        if cause.field:
+            loc = loc + tuple(cause.field.split("."))
+        message, hint = cause.message, cause.hint
+    else:
+        message, hint = err["msg"], None
+        if err["type"] == "missing":
+            message = f"missing required key '{loc[-1]}'"
+    return ConfigError(message, file=file, line=_line_of(lines, loc), field=".".join(loc) or None, hint=hint)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false, so verbalizers like yes/no/on/off stay strings."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def _key_lines(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ...], int], file: Path) -> None:
+    """Record the 1-based line of every mapping key; reject duplicate keys."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key, value in node.value:
+            name = str(key.value)
+            if name in seen:
+                raise ConfigError(f"duplicate key '{name}'", file=file, line=key.start_mark.line + 1, field=name)
+            seen.add(name)
+            out[path + (name,)] = key.start_mark.line + 1
+            _key_lines(value, path + (name,), out, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[path + (str(i),)] = item.start_mark.line + 1
+            _key_lines(item, path + (str(i),), out, file)
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+    """A YAML file's data and the line of each key path (for error messages)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read file: {exc}", file=path) from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"invalid YAML: {problem}", file=path,
+                          line=mark.line + 1 if mark is not None else None) from None
+    finally:
+        loader.dispose()
+    lines: dict[tuple[str, ...], int] = {}
+    if node is not None:
+        _key_lines(node, (), lines, path)
+    return data, lines
+
+
+def load_task(path: str | Path) -> Task:
+    """The task in a YAML file (see `Task`)."""
+    path = Path(path)
+    data, lines = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError("a task file must be a mapping of keys (name, type, data, ...)", file=path)
+    if "source" in data:
+        raise unknown_key_error("source", set(Task.model_fields) - {"source"}, file=path, line=lines.get(("source",)))
+    token = _VALIDATING.set(True)
+    try:
+        return Task.model_validate({**data, "source": path.resolve()})
+    except ValidationError as exc:
+        raise config_error(exc, Task, file=path, lines=lines) from None
+    finally:
+        _VALIDATING.reset(token)
+
+
+def builtin_task(name: str = "demo") -> Task:
+    """A task shipped with the package (``adaptlab/<name>/task.yaml``)."""
+    if name not in BUILTIN_TASKS:
+        raise unknown_key_error(name, BUILTIN_TASKS, what="built-in task")
+    ref = resources.files("adaptlab") / name / "task.yaml"
+    with resources.as_file(ref) as path:
+        return load_task(path)

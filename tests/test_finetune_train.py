@@ -1,0 +1,162 @@
+"""Fine-tuning end to end on the tiny random Llama: learning, determinism, save/load round trips, run_finetune."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adaptlab.errors import ConfigError
+from adaptlab.finetuning.configs import (EmbeddingProbeConfig, FullConfig, IA3Config, LoraConfig,
+                                         PromptTuningConfig, TrainArgs)
+from test_finetune_toy import write_toy_task
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    from adaptlab.data import load_splits
+    from adaptlab.tasks import load_task
+
+    task = load_task(write_toy_task(tmp_path_factory.mktemp("toy")))
+    return task, load_splits(task)
+
+
+def _args(**kw) -> TrainArgs:
+    base = dict(batch_size=8, progress=False, log_every=1, save_every=0, eval_limit=8)
+    base.update(kw)
+    return TrainArgs(**base)
+
+
+def _losses(adapted) -> list[float]:
+    return [h["loss"] for h in adapted.history if "loss" in h]
+
+
+def test_loss_decreases_and_same_seed_gives_same_run(toy, tiny_loaded, tmp_path: Path) -> None:
+    task, splits = toy
+    args = _args(max_steps=12, learning_rate=2e-2, eval_every=6, eval_limit=16)
+    a = FullConfig().fit(task, splits.train, splits.dev, model=tiny_loaded, args=args, out_dir=tmp_path / "a")
+    b = FullConfig().fit(task, splits.train, splits.dev, model=tiny_loaded, args=args, out_dir=tmp_path / "b")
+    la, lb = _losses(a), _losses(b)
+    assert len(la) == 12 and la == lb  # deterministic
+    assert sum(la[-3:]) / 3 < sum(la[:3]) / 3 - 2.0  # learns (log 49152 ~ 10.8 -> well below)
+    evals = [h for h in a.history if h.get("eval")]
+    assert evals[-1]["dev_loss"] < evals[0]["dev_loss"] < 10.5
+    assert a.train_cost["trainable_params"] == a.train_cost["total_params"] == a.base_params
+    assert a.train_cost["flops"] == 6 * a.base_params * a.train_cost["tokens"]
+    c = FullConfig().fit(task, splits.train, splits.dev, model=tiny_loaded, out_dir=tmp_path / "c",
+                         args=_args(max_steps=3, learning_rate=2e-2, seed=1, eval_metric=False))
+    assert _losses(c) != la[:3]  # another seed, another run
+    # the caller's model is never modified
+    import torch
+
+    from adaptlab.models import load_model
+
+    fresh = load_model("tiny-random-llama").model
+    assert all(torch.equal(p, q) for p, q in zip(tiny_loaded.model.parameters(), fresh.parameters()))
+
+
+METHODS = {
+    "lora": LoraConfig(rank=4),
+    "ia3": IA3Config(),
+    "prompt_tuning": PromptTuningConfig(num_virtual_tokens=4),
+    "full": FullConfig(),
+}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_fit_save_load_predict_round_trip(method, toy, tiny_loaded, tmp_path: Path) -> None:
+    from adaptlab.adapted import load_adapted
+    from adaptlab.finetuning.adapted import FinetunedAdapted
+
+    task, splits = toy
+    adapted = METHODS[method].fit(task, splits.train[:16], splits.dev[:8], model=tiny_loaded,
+                                  args=_args(max_steps=2, learning_rate=5e-2), out_dir=tmp_path / "work")
+    examples = splits.test[:6]
+    before = adapted.predict(examples)
+    saved = adapted.save(tmp_path / "art")
+    files = {p.relative_to(saved).as_posix() for p in saved.rglob("*") if p.is_file()}
+    assert "adapted.json" in files and not any(f.endswith((".bin", ".pt", ".pkl", ".pickle")) for f in files)
+    assert any(f.endswith(".safetensors") for f in files)
+    loaded = load_adapted(saved)
+    assert isinstance(loaded, FinetunedAdapted) and loaded.method == method
+    assert loaded.model_name == "tiny-random-llama"
+    after = loaded.predict(examples)
+    assert [p.pred for p in after] == [p.pred for p in before]
+    for x, y in zip(before, after):
+        assert list(y.logprobs.values()) == pytest.approx(list(x.logprobs.values()), abs=1e-4)
+    if method == "prompt_tuning":
+        assert after[0].prompt_tokens == before[0].prompt_tokens and after[0].extra["virtual_tokens"] == 4
+        with pytest.raises(ConfigError):
+            adapted.save(tmp_path / "merged", merge=True)
+    if method in ("lora", "ia3"):
+        merged = load_adapted(adapted.save(tmp_path / "merged", merge=True))
+        assert merged.weights == "merged" and (tmp_path / "merged" / "merged" / "model.safetensors").is_file()
+        for x, y in zip(before, merged.predict(examples)):
+            assert list(y.logprobs.values()) == pytest.approx(list(x.logprobs.values()), abs=1e-3)
+    # the adaptation changed the model: scores differ from the untouched base model's
+    from adaptlab.lm.hf import HFLM
+
+    base = adapted.prompt.predict(examples, HFLM(tiny_loaded.model, tiny_loaded.tokenizer))
+    assert [list(p.logprobs.values()) for p in base] != pytest.approx(
+        [list(p.logprobs.values()) for p in before], abs=1e-5)
+    cost = loaded.cost()
+    assert cost["train"]["trainable_params"] > 0 and cost["train"]["flops"] > 0
+
+
+def test_embedding_probe_round_trip(toy, tmp_path: Path) -> None:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from adaptlab.adapted import load_adapted
+
+    task, splits = toy
+    probe = EmbeddingProbeConfig().fit(task, splits.train, splits.dev)
+    assert probe.fit_info["dev_accuracy"] >= 0.75  # colours vs animals is easy for MiniLM
+    before = probe.predict(splits.test)
+    loaded = load_adapted(probe.save(tmp_path / "probe"))
+    assert not list((tmp_path / "probe").glob("*.pkl"))
+    after = loaded.predict(splits.test)
+    assert [p.pred for p in after] == [p.pred for p in before]
+    # the stored arithmetic is scikit-learn's predict_proba
+    x = loaded.as_lm().embed(loaded.texts(splits.test))
+    y = [task.label_of(ex) for ex in splits.train]
+    clf = LogisticRegression(C=1.0, max_iter=2000, random_state=0).fit(
+        probe.as_lm().embed(probe.texts(splits.train)), y)
+    expected = clf.predict_proba(x)
+    got = np.array([[p.scores[c] for c in clf.classes_] for p in after])
+    assert np.allclose(got, expected, atol=1e-6)
+    assert after[0].prompt_tokens > 0 and loaded.cost()["train"]["trainable_params"] == 384 + 1
+
+
+def test_run_finetune_writes_artifact_metrics_and_card(toy, tmp_path: Path) -> None:
+    from adaptlab.adapted import load_adapted
+    from adaptlab.finetuning.run import run_finetune
+
+    task, splits = toy
+    out = tmp_path / "run"
+    result = run_finetune(task, "tiny-random-llama", "lora", n_train=16, epochs=1, out_dir=out, seed=0,
+                          options={"batch_size": 8, "rank": 2, "save_every": 1, "eval_limit": 4},
+                          limit=6, merge=True, progress=False)
+    assert result is not None and result.n == 6 and result.strategy == "lora"
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["schema"] == "adaptlab.metrics/1" and doc["metric"]["name"] == "accuracy"
+    train = doc["cost"]["train"]
+    for key in ("seconds", "flops", "peak_memory_bytes", "trainable_params", "artifact_bytes", "tokens"):
+        assert train[key] and train[key] > 0, key
+    # rank x (in + out) of q (64->64), k and v (64->32), o (64->64), in 2 layers
+    assert train["trainable_params"] == 2 * ((64 + 64) + 2 * (64 + 32) + (64 + 64)) * 2
+    assert doc["cost"]["query"]["flops"] > 0 and doc["cost"]["query"]["latency_s"] > 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["method_config"]["rank"] == 2 and config["train_args"]["batch_size"] == 8
+    card = (out / "README.md").read_text()
+    assert "tiny-random-llama" in card and "FLOPs formula" in card and "4N + 6T" in card
+    assert not (out / "checkpoints").exists() and (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert load_adapted(out).weights == "merged"
+    # an earlier run's checkpoints are not silently overwritten
+    (out / "checkpoints" / "step-000001").mkdir(parents=True)
+    (out / "checkpoints" / "step-000001" / "state.json").write_text("{}")
+    with pytest.raises(ConfigError, match="resume"):
+        run_finetune(task, "tiny-random-llama", "lora", n_train=16, out_dir=out, progress=False)
+    with pytest.raises(ConfigError):
+        run_finetune(task, "tiny-random-llama", "prompt_tuning", out_dir=tmp_path / "x", merge=True)

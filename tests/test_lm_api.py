@@ -1,0 +1,291 @@
+"""APILM against a real llama.cpp server (and tiny local HTTP servers for failure modes)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from adaptlab.errors import ConfigError
+from adaptlab.lm.api import APIConfig, APILM, BackendError
+from adaptlab.lm.base import LM, LoglikelihoodRequest
+
+try:
+    from llama_server import free_port, llama_server, llama_server_factory  # noqa: F401
+except ImportError:  # tests/ imported as a package
+    from tests.llama_server import free_port, llama_server, llama_server_factory  # noqa: F401
+
+FAST = {"backoff_base_s": 0.02, "max_backoff_s": 0.5, "timeout_s": 5.0}
+SECRET = "sk-adaptlab-PLANTED-7f3a9c"
+
+
+# ---------------------------------------------------------------- local scripted HTTP servers
+class _Scripted:
+    """A tiny HTTP server on 127.0.0.1 answering each POST from a script of (status, headers, body)."""
+
+    def __init__(self, script: Callable[[int, dict], tuple[int, dict[str, str], object]]) -> None:
+        self.requests: list[tuple[float, dict[str, str], dict]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("content-length", 0))
+                payload = json.loads(self.rfile.read(length) or b"{}")
+                n = len(outer.requests)
+                outer.requests.append((time.monotonic(), dict(self.headers), payload))
+                status, headers, body = script(n, payload)
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                for k, v in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _completion(text: str) -> dict:
+    return {"choices": [{"text": text, "index": 0}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., _Scripted]]:
+    servers: list[_Scripted] = []
+
+    def make(script: Callable[[int, dict], tuple[int, dict[str, str], object]]) -> _Scripted:
+        servers.append(_Scripted(script))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+# ---------------------------------------------------------------------------- config / unit
+def test_config_validation_names_the_field() -> None:
+    with pytest.raises(ConfigError) as err:
+        APIConfig(base_url="localhost:8000")
+    assert err.value.field == "base_url"
+    with pytest.raises(ConfigError) as err:
+        APIConfig(concurrency=0)
+    assert err.value.field == "concurrency"
+    with pytest.raises(ConfigError) as err:
+        APIConfig.from_dict({"concurency": 2})
+    assert "did you mean 'concurrency'" in err.value.one_line()
+
+
+def test_api_key_sent_as_bearer_but_never_shown(scripted, monkeypatch, caplog) -> None:
+    server = scripted(lambda n, p: (200, {}, _completion("ok")))
+    monkeypatch.setenv("ADAPTLAB_TEST_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    lm = APILM(base_url=server.base_url, model="m", api_key_env="ADAPTLAB_TEST_KEY", **FAST)
+    assert isinstance(lm, LM)
+    assert lm.generate(["hi"], max_new_tokens=2) == ["ok"]
+    assert server.requests[0][1].get("Authorization") == f"Bearer {SECRET}"
+    shown = " ".join([repr(lm), str(lm.config), repr(lm.config), json.dumps(lm.config.to_dict()),
+                      caplog.text])
+    assert SECRET not in shown
+    assert "ADAPTLAB_TEST_KEY" in repr(lm)  # the variable's name is fine to show
+
+    monkeypatch.delenv("ADAPTLAB_TEST_KEY")
+    lm.generate(["hi"], max_new_tokens=2)
+    assert "Authorization" not in server.requests[-1][1]
+
+
+def test_non_retryable_4xx_fails_at_once_with_server_message(scripted, monkeypatch) -> None:
+    server = scripted(lambda n, p: (401, {}, {"error": {"message": "invalid api key"}}))
+    monkeypatch.setenv("ADAPTLAB_TEST_KEY", SECRET)
+    lm = APILM(base_url=server.base_url, api_key_env="ADAPTLAB_TEST_KEY", **FAST)
+    with pytest.raises(BackendError) as err:
+        lm.generate(["a", "b"], max_new_tokens=2)
+    assert len(server.requests) <= 2  # one per prompt at most, no retries
+    assert "HTTP 401" in str(err.value) and "invalid api key" in str(err.value)
+    assert SECRET not in str(err.value)
+
+
+def test_retries_429_with_retry_after_then_500_then_succeeds(scripted) -> None:
+    def script(n: int, payload: dict):
+        if n == 0:
+            return 429, {"Retry-After": "0.3"}, {"error": {"message": "slow down"}}
+        if n == 1:
+            return 500, {}, {"error": {"message": "boom"}}
+        if n == 2:
+            return 200, {}, b"{not json"
+        return 200, {}, _completion("fine")
+
+    server = scripted(script)
+    lm = APILM(base_url=server.base_url, max_retries=3, **FAST)
+    assert lm.generate(["x"], max_new_tokens=3) == ["fine"]
+    times = [t for t, _, _ in server.requests]
+    assert len(times) == 4
+    assert times[1] - times[0] >= 0.28  # Retry-After honoured (it exceeds the backoff here)
+    assert lm.usage.requests == 1 and lm.usage.generated_tokens == 2
+
+
+def test_retry_after_is_capped_and_retries_are_bounded(scripted) -> None:
+    server = scripted(lambda n, p: (503, {"Retry-After": "3600"}, {"error": "overloaded"}))
+    lm = APILM(base_url=server.base_url, max_retries=2, backoff_base_s=0.01, max_backoff_s=0.2)
+    start = time.monotonic()
+    with pytest.raises(BackendError) as err:
+        lm.generate(["x"])
+    assert time.monotonic() - start < 3.0
+    assert len(server.requests) == 3
+    assert "HTTP 503" in str(err.value) and "2 retries" in str(err.value)
+
+
+def test_connection_refused_is_a_clear_error_in_bounded_time() -> None:
+    lm = APILM(base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=2, **FAST)
+    start = time.monotonic()
+    with pytest.raises(BackendError) as err:
+        lm.generate(["x", "y", "z"])
+    assert time.monotonic() - start < 5.0
+    assert "connection refused" in str(err.value)
+    assert err.value.partial == [None, None, None]
+
+
+def test_timeout_is_retried_then_reported(scripted) -> None:
+    def script(n: int, payload: dict):
+        time.sleep(0.6)
+        return 200, {}, _completion("late")
+
+    server = scripted(script)
+    lm = APILM(base_url=server.base_url, max_retries=1, timeout_s=0.2, backoff_base_s=0.01)
+    with pytest.raises(BackendError) as err:
+        lm.generate(["x"])
+    assert "timed out" in str(err.value)
+    assert len(server.requests) == 2
+
+
+def test_parsed_fallback_without_echo_support(scripted) -> None:
+    # a server whose completions ignore echo/logprobs: scoring must parse the generation
+    server = scripted(lambda n, p: (200, {}, _completion("  Positive, clearly")))
+    lm = APILM(base_url=server.base_url, **FAST)
+    [scores] = lm.loglikelihood([LoglikelihoodRequest("Review: great. Sentiment:",
+                                                      (" negative", " positive", " pos"))])
+    assert scores.logprobs == (-math.inf, 0.0, -math.inf)  # longest matching continuation wins
+    assert lm.usage.extra["parsed_fallback"] == 1
+    assert lm.usage.extra.get("token_count_estimated", 0) >= 1  # no tokenizer endpoint here
+
+
+# ------------------------------------------------------------------ real llama.cpp server
+pytestmark_server = [pytest.mark.server, pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def lm(llama_server: str) -> Iterator[APILM]:
+    with APILM(base_url=llama_server, model="smollm2", timeout_s=120.0) as client:
+        yield client
+
+
+@pytest.mark.server
+def test_generate_obeys_max_tokens_and_stop(lm: APILM) -> None:
+    prompt = "Count: 1, 2, 3, 4,"
+    [free] = lm.generate([prompt], max_new_tokens=8)
+    assert free.strip()
+    assert lm.usage.generated_tokens <= 8
+    assert lm.count_tokens(free) <= 9  # re-tokenising may merge/split one token at the edges
+    [cut] = lm.generate([prompt], max_new_tokens=8, stop=[","])
+    assert "," not in cut
+    assert free.startswith(cut)  # greedy: the same text, cut before the stop string
+
+
+@pytest.mark.server
+def test_chat_mode(llama_server: str) -> None:
+    with APILM(base_url=llama_server, mode="chat", timeout_s=120.0) as chat:
+        [answer] = chat.generate(["What is the capital of France? Answer in one word."],
+                                 max_new_tokens=8)
+    assert "paris" in answer.lower()
+    assert chat.usage.requests == 1 and chat.usage.prompt_tokens > 10
+
+
+@pytest.mark.server
+def test_loglikelihood_ranks_the_likely_continuation(lm: APILM) -> None:
+    reqs = [LoglikelihoodRequest("The capital of France is", (" Paris", " banana")),
+            LoglikelihoodRequest("One, two, three, four,", (" five", " purple"))]
+    before = lm.usage.requests
+    results = lm.loglikelihood(reqs)
+    for r in results:
+        assert all(math.isfinite(x) and x < 0 for x in r.logprobs)
+        assert r.logprobs[0] > r.logprobs[1] + 2.0
+        assert all(n >= 1 for n in r.token_counts)
+        assert r.prompt_tokens >= 4
+    assert lm.usage.requests - before == 4
+    assert "parsed_fallback" not in lm.usage.extra
+    # token counts agree with the server's tokenizer
+    assert results[0].token_counts[0] == lm.count_tokens(" Paris")
+
+
+@pytest.mark.server
+def test_concurrency_gives_the_same_results_as_sequential(llama_server: str) -> None:
+    reqs = [LoglikelihoodRequest(f"Question {i}: is {i} even? Answer:", (" yes", " no"))
+            for i in range(6)]
+    with APILM(base_url=llama_server, concurrency=1, timeout_s=120.0) as seq, \
+            APILM(base_url=llama_server, concurrency=3, timeout_s=120.0) as par:
+        a = seq.loglikelihood(reqs)
+        seen: list[int] = []
+        b = par.loglikelihood(reqs, on_result=lambda i, r: seen.append(i))
+        ga = seq.generate([r.context for r in reqs[:3]], max_new_tokens=4)
+        gb = par.generate([r.context for r in reqs[:3]], max_new_tokens=4)
+    assert sorted(seen) == list(range(6))
+    for x, y in zip(a, b):
+        assert x.token_counts == y.token_counts
+        assert x.logprobs == pytest.approx(y.logprobs, abs=1e-3)
+    assert ga == gb
+
+
+@pytest.mark.server
+def test_server_stopped_mid_run_keeps_partial_results(llama_server_factory) -> None:
+    server = llama_server_factory(logits_all=True)
+    reqs = [LoglikelihoodRequest(f"Item {i}: the sky is", (" blue", " green")) for i in range(12)]
+    got: dict[int, object] = {}
+
+    def on_result(i: int, r: object) -> None:
+        got[i] = r
+        if len(got) == 3:
+            server.stop()
+
+    lm = APILM(base_url=server.base_url, concurrency=1, max_retries=2, backoff_base_s=0.05,
+               timeout_s=30.0)
+    start = time.monotonic()
+    with pytest.raises(BackendError) as err:
+        lm.loglikelihood(reqs, on_result=on_result)
+    assert time.monotonic() - start < 60
+    msg = str(err.value)
+    assert server.base_url in msg and "stopped after" in msg
+    partial = err.value.partial
+    assert len(partial) == len(reqs)
+    assert all(partial[i] is not None for i in range(3))
+    assert partial[-1] is None
+    assert {i for i, r in enumerate(partial) if r is not None} == set(got)
+    for i, r in got.items():
+        assert partial[i] == r and r.logprobs[0] > r.logprobs[1]
+
+
+@pytest.mark.server
+def test_auto_falls_back_on_a_server_without_echo_logprobs(llama_server_factory) -> None:
+    server = llama_server_factory(logits_all=False)
+    with APILM(base_url=server.base_url, timeout_s=120.0, **{k: v for k, v in FAST.items()
+                                                             if k != "timeout_s"}) as client:
+        [r] = client.loglikelihood([LoglikelihoodRequest(
+            "Q: What is the capital of France?\nA: The capital of France is",
+            (" Paris", " banana"))])
+    assert client.usage.extra.get("parsed_fallback") == 1
+    assert r.logprobs == (0.0, -math.inf)
