@@ -32,6 +32,15 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def save(results, path):
+    """Write the results so far (called after every row, so a cut-off run keeps its figures)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        tmp.replace(path)
+
+
 def run_config(name, cfg, task, splits, test, lm, embedder, progress):
     """Fit + predict once; accuracy without and with calibration and the per-query cost."""
     import numpy as np
@@ -131,20 +140,24 @@ def main() -> None:
         splits = load_splits(task)
         test = seeded_sample(splits.test, args.limit, 0)
         log(f"SST-2: {len(splits.train)} train, {len(splits.dev)} dev, {len(test)} test")
-        rows = [run_config("zero_shot", ZeroShotConfig(calibrate=True), task, splits, test, lm, None,
-                           args.progress)]
+        rows = results.setdefault("sst2", {"n": len(test)}).setdefault("rows", [])
+        rows.append(run_config("zero_shot", ZeroShotConfig(calibrate=True), task, splits, test, lm,
+                               None, args.progress))
+        save(results, args.json)
         for selection in ("random", "balanced"):
             for seed in args.seeds:
                 cfg = FewShotConfig(k=args.k, selection=selection, seed=seed, calibrate=True)
                 rows.append(run_config(f"{args.k}-shot {selection}", cfg, task, splits, test, lm, None,
                                        args.progress))
+                save(results, args.json)
         if "knn" not in args.skip:
             embedder = load_embedder()
             knn_test = seeded_sample(splits.test, args.knn_limit or args.limit, 0)
             cfg = FewShotConfig(k=args.k, selection="knn", calibrate=True)
             rows.append(run_config(f"{args.k}-shot knn", cfg, task, splits, knn_test, lm, embedder,
                                    args.progress))
-        results["sst2"] = {"rows": rows, "summary": summarise(rows)}
+        results["sst2"]["summary"] = summarise(rows)
+        save(results, args.json)
         log(table("SST-2 accuracy", results["sst2"]["summary"], len(test)))
 
     if "agnews" not in args.skip:
@@ -152,20 +165,21 @@ def main() -> None:
         splits = load_splits(task)
         test = seeded_sample(splits.test, args.agnews_limit, 0)
         log(f"AG News: {len(splits.train)} train, {len(splits.dev)} dev, {len(test)} test")
-        rows = [run_config("zero_shot", ZeroShotConfig(calibrate=True), task, splits, test, lm, None,
-                           args.progress)]
+        rows = results.setdefault("agnews", {"n": len(test)}).setdefault("rows", [])
+        rows.append(run_config("zero_shot", ZeroShotConfig(calibrate=True), task, splits, test, lm,
+                               None, args.progress))
+        save(results, args.json)
         for seed in args.seeds:
             cfg = FewShotConfig(k=args.k, selection="random", seed=seed, calibrate=True)
             rows.append(run_config(f"{args.k}-shot random", cfg, task, splits, test, lm, None,
                                    args.progress))
-        results["agnews"] = {"rows": rows, "summary": summarise(rows)}
+            save(results, args.json)
+        results["agnews"]["summary"] = summarise(rows)
         log(table("AG News accuracy", results["agnews"]["summary"], len(test)))
 
     results["seconds"] = time.perf_counter() - t_start
     log(f"\ntotal {results['seconds']:.0f}s")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
+    save(results, args.json)
 
 
 if __name__ == "__main__":

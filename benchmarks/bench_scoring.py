@@ -56,12 +56,13 @@ def run(lm_factory, requests, labels, repeats: int) -> dict:
     """Time both paths (interleaved), compare their scores and accuracies."""
     times: dict[str, list[float]] = {"cached": [], "naive": []}
     results, rss, stats = {}, {}, {}
-    for rep in range(repeats):
+    for _ in range(repeats):
         for mode in ("cached", "naive"):
             lm = lm_factory(prefix_cache=(mode == "cached"))
             start = time.perf_counter()
             results[mode] = lm.loglikelihood(requests)
             times[mode].append(time.perf_counter() - start)
+            print(f"  {mode:<6} run {len(times[mode])}: {times[mode][-1]:.1f} s", file=sys.stderr, flush=True)
             stats[mode] = lm.last_stats
             rss.setdefault(mode, peak_rss_mb())
     diff = max(abs(a - b) for rc, rn in zip(results["cached"], results["naive"])

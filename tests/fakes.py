@@ -7,7 +7,7 @@ prompting and evaluation bookkeeping can hand-compute every expected number:
   input and answer prefix; demonstrations and instruction come before it).
 * For a continuation whose stripped text is a known label word ``c``:
   ``p(c) = bias[c] * (1 + strength * hits_c) / Z`` where ``hits_c`` counts ``c``'s keywords among the
-  query segment's words and ``Z`` normalises over the known label words; the logprob is ``log p(c)``.
+  query segment's words (runs of letters) and ``Z`` normalises over the known label words; the logprob is ``log p(c)``.
   With ``good_prefix`` set, contexts not ending in it get no keyword evidence (``hits = 0``) but a
   deterministic per-context tie-breaking jitter instead, so they predict at about chance.
 * Unknown continuations get ``-20 - (crc32 % 100) / 10``.
@@ -17,6 +17,7 @@ prompting and evaluation bookkeeping can hand-compute every expected number:
 from __future__ import annotations
 
 import math
+import re
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -53,7 +54,7 @@ class ScriptedLM:
 
     def label_probs(self, context: str) -> dict[str, float]:
         """The rule's distribution over the known label words for ``context``."""
-        words = self.segment(context).lower().replace(":", " ").split()
+        words = re.findall(r"[a-z]+", self.segment(context).lower())
         evidence = self.good_prefix is None or context.rstrip().endswith(self.good_prefix)
         raw = {}
         for label, kws in self.keywords.items():
@@ -120,6 +121,20 @@ class KeywordEmbedder:
             out[i, :-1] = [words.count(w) for w in self.vocab]
             out[i, -1] = 0.1
         return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def chatml_tokenizer():
+    """A real (tiny, word-level) fast tokenizer carrying a ChatML chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "<|im_start|>": 1, "<|im_end|>": 2}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", chat_template=CHATML)
 
 
 def make_examples(rows: Sequence[tuple[str, str]], split: str = "train") -> list[Example]:

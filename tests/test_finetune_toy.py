@@ -28,6 +28,22 @@ metric: accuracy
 """
 
 
+def one_thread_torch():
+    """Generator for a fixture: torch on one thread while it is active (restored afterwards).
+
+    The test machine has 2 cores shared with other work; OpenMP threads spinning against each other
+    make tiny models 10-30x slower than one thread.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _rows(n: int, offset: int) -> list[dict]:
     rows = []
     for i in range(n):
@@ -56,3 +72,26 @@ def test_toy_task_loads_balanced(tmp_path: Path) -> None:
     labels = [task.label_of(ex) for ex in splits.train]
     assert labels.count("colour") == labels.count("animal") == 24
     assert task.render_input(splits.train[0]) == "Word: red"
+
+
+GEN_TASK_YAML = """\
+name: toy-copy
+type: generation
+instruction: Repeat the word.
+data:
+  train: train.jsonl
+  dev: dev.jsonl
+  test: test.jsonl
+  format: jsonl
+input: "Word: {{ word }}"
+target: "{{ word }}"
+metric: exact_match
+"""
+
+
+def write_toy_generation_task(folder: Path) -> Path:
+    """The same words as a copy task (generation): input ``Word: red`` -> reference ``red``."""
+    write_toy_task(folder)
+    path = folder / "task.yaml"
+    path.write_text(GEN_TASK_YAML, encoding="utf-8")
+    return path

@@ -12,7 +12,10 @@ from adaptlab.finetuning.batching import (IGNORE_INDEX, LengthGroupedBatches, Pa
                                           encode_pair, padding_ratio)
 from adaptlab.finetuning.configs import (FullConfig, IA3Config, LoraConfig, PromptTuningConfig, TrainArgs,
                                          build_configs)
-from test_finetune_toy import write_toy_task
+from test_finetune_toy import one_thread_torch, write_toy_task
+
+
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread_torch)
 
 
 # ----------------------------------------------------------------------------- configs

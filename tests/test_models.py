@@ -23,7 +23,8 @@ PROMPT = "The capital of France is Paris. The capital of Italy is"
 
 
 def _run_python(code: str, *args: str, env: dict | None = None) -> subprocess.Popen:
-    full_env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env or {})}
+    pythonpath = SRC + os.pathsep + os.environ.get("PYTHONPATH", "")
+    full_env = {**os.environ, "PYTHONPATH": pythonpath, **(env or {})}
     return subprocess.Popen([sys.executable, "-c", code, *args], env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -92,7 +93,7 @@ def test_missing_folder_and_embedder_name_are_model_errors(tmp_path):
         models.load_model("not a valid/name here")
 
 
-# ----------------------------------------------------------------------------- atomic publishing (cheap builds)
+# ----------------------------------------------------------------------------- atomic publishing (cheap)
 
 def _complete(folder: Path) -> bool:
     return (folder / "done").is_file()

@@ -7,21 +7,14 @@ import pytest
 from adaptlab.errors import ConfigError
 from adaptlab.prompting.format import (PromptFormat, content_free_input, continuation,
                                        extract_answer, render_prompt, render_template)
+from fakes import chatml_tokenizer
 
-CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 DEMOS = [("a good film", "positive"), ("bad acting", "negative")]
 
 
 @pytest.fixture(scope="module")
 def chat_tokenizer():
-    """A real (tiny, word-level) fast tokenizer carrying a ChatML chat template."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "<|im_start|>": 1, "<|im_end|>": 2}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", chat_template=CHATML)
+    return chatml_tokenizer()
 
 
 def test_plain_few_shot_exact():

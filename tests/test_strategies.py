@@ -15,7 +15,7 @@ from adaptlab.prompting import (CalibrateConfig, FewShotConfig, PromptAdapted, P
                                 ZeroShotConfig, get_strategy, list_strategies)
 from adaptlab.prompting.search import candidate_templates
 from fakes import (SENTIMENT_KEYWORDS, TEST_ROWS, TRAIN_ROWS, KeywordEmbedder, ScriptedLM,
-                   make_examples, sentiment_task)
+                   chatml_tokenizer, make_examples, sentiment_task)
 
 TRAIN = make_examples(TRAIN_ROWS)
 TEST = make_examples(TEST_ROWS, "test")
@@ -79,6 +79,18 @@ def test_few_shot_balanced_random_and_determinism():
     r3 = FewShotConfig(k=4, seed=2).fit(task, TRAIN, [], lm)
     assert r1.demos == r2.demos and r1.demos != r3.demos
     assert r1.fit_info["prefix_tokens"] == lm.count_tokens(r1.context("", r1.demos))
+
+
+def test_chat_format_renders_through_the_lm_tokenizer():
+    lm = ScriptedLM(SENTIMENT_KEYWORDS, tokenizer=chatml_tokenizer())
+    adapted = ZeroShotConfig(format="chat").fit(sentiment_task(), TRAIN, [], lm)
+    preds = adapted.predict(TEST, lm)
+    assert [p.pred for p in preds] == [ex.fields["label"] for ex in TEST]
+    ctx = adapted.context("so bad", [], lm.tokenizer)
+    assert preds[1].prompt_tokens == lm.count_tokens(ctx)
+    assert ctx.startswith("<|im_start|>system\nClassify the sentiment.") and ctx.endswith("Answer:")
+    with pytest.raises(ConfigError, match="tokenizer"):
+        adapted.predict(TEST, ScriptedLM(SENTIMENT_KEYWORDS))
 
 
 def test_knn_prompts_differ_per_query():

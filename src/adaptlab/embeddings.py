@@ -28,7 +28,8 @@ EMBEDDERS = (EMBEDDER_MODEL,)
 class Embedder:
     """Encodes texts into unit-length vectors; build it with :func:`load_embedder`."""
 
-    def __init__(self, name: str, model: Any, tokenizer: Any, device: "torch.device", *, max_length: int) -> None:
+    def __init__(self, name: str, model: Any, tokenizer: Any, device: "torch.device", *,
+                 max_length: int) -> None:
         self.name = name
         self.model = model
         self.tokenizer = tokenizer

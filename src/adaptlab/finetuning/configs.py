@@ -64,7 +64,7 @@ class TrainArgs:
     eval_metric: bool = True
     """Also score the dev split with the task metric (through the LM scoring path), not only dev loss."""
     eval_limit: int | None = 200
-    """Dev examples used for the dev metric (None: all). Dev loss always uses the whole dev split."""
+    """Dev examples used at each evaluation, dev loss and dev metric alike (a seeded sample; None: all)."""
     early_stopping_patience: int | None = None
     """Stop after this many evaluations without improvement (None: never stop early)."""
     keep_best: bool = True

@@ -193,6 +193,7 @@ def fit_gradient_method(cfg: Any, task: "Task", train: Sequence["Example"], dev:
     """Fine-tune with ``cfg`` on ``train`` and return the `FinetunedAdapted` (model in memory)."""
     from adaptlab.finetuning.adapted import FinetunedAdapted
     from adaptlab.finetuning.recipe import Recipe
+    from adaptlab.prompting.artifact import seeded_sample
 
     if not train:
         raise DataError("no training examples", field="n_train")
@@ -202,11 +203,12 @@ def fit_gradient_method(cfg: Any, task: "Task", train: Sequence["Example"], dev:
     generation = task.type == "generation"
     train_enc = encode_pairs(tok, training_pairs(zs, task, train, tok), max_length=args.max_length,
                              eos=generation)
-    dev_enc = encode_pairs(tok, training_pairs(zs, task, dev, tok), max_length=args.max_length, eos=generation)
     n_params = sum(p.numel() for p in loaded.model.parameters())
     instruction_ids = tok(zs.fmt.instruction or task.name, add_special_tokens=False)["input_ids"]
     net = build_model(cfg, loaded.model, instruction_ids=instruction_ids, seed=args.seed)
-    dev_eval = list(dev)[:args.eval_limit] if args.eval_limit else list(dev)
+    dev_eval = seeded_sample(list(dev), args.eval_limit, args.seed)
+    dev_enc = encode_pairs(tok, training_pairs(zs, task, dev_eval, tok), max_length=args.max_length,
+                           eos=generation)
     scorer = (dev_scorer(zs, task, dev_eval, tok, cfg.name, loaded.name)
               if args.eval_metric and dev_eval else None)
     work = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="adaptlab-ft-"))
@@ -219,7 +221,8 @@ def fit_gradient_method(cfg: Any, task: "Task", train: Sequence["Example"], dev:
     result = recipe.run()
     net = recipe.model
     return FinetunedAdapted(
-        model_name=loaded.name, method=cfg.name, method_config=cfg.to_dict(), train_args=_args_dict(args),
+        model_name=loaded.name, method=cfg.name, method_config=cfg.to_dict(),
+        train_args={**_args_dict(args), "learning_rate": recipe.lr},
         prompt=zs, model=net, tokenizer=tok, base_params=n_params, train_cost=result.cost,
         history=result.state.history, final_dev=result.final_dev, n_train=len(train), n_dev=len(dev),
         model_path=str(loaded.path) if loaded.path else None,

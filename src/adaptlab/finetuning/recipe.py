@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adaptlab.errors import ConfigError
 from adaptlab.finetuning.batching import IGNORE_INDEX, Encoded, LengthGroupedBatches, answer_window, collate
 from adaptlab.finetuning.checkpoint import (latest_checkpoint, load_checkpoint, load_trainable,
                                             read_trainable, save_checkpoint, save_trainable)
@@ -114,7 +115,11 @@ def new_accelerator(args: TrainArgs) -> Any:
         # accelerate keeps process-wide state; several fits in one process may differ in precision.
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-    return Accelerator(mixed_precision=args.mixed_precision, cpu=args.device == "cpu")
+    import torch
+
+    # cpu=True also selects DDP over gloo when launched as several processes without GPUs
+    cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+    return Accelerator(mixed_precision=args.mixed_precision, cpu=cpu)
 
 
 class Recipe:
@@ -153,7 +158,11 @@ class Recipe:
         self.accelerator = acc = new_accelerator(args)
         set_seed(args.seed)
         if args.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable = getattr(self.model, "activation_checkpointing_enable", None)  # transformers >= 5 name
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         config = getattr(self.model, "config", None)
         if config is not None and hasattr(config, "use_cache"):
             config.use_cache = False
@@ -176,9 +185,11 @@ class Recipe:
         self.best_path = self.work_dir / "best" / "trainable.safetensors"
         ckpt = latest_checkpoint(self.ckpt_root) if self.resume else None
         if ckpt is not None:
+            self._check_plan(ckpt)
             saved = load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer,
                                     scheduler=self.scheduler, accelerator=acc)
             saved.pop("num_processes", None)
+            saved.pop("plan", None)
             self.state = TrainState(**saved)
             self.state.resumed_from.append(self.state.step)
             log.info("resumed from %s (step %d of %d)", ckpt, self.state.step, self.total_steps)
@@ -186,6 +197,22 @@ class Recipe:
             log.info("resume requested but no checkpoint in %s: starting fresh", self.ckpt_root)
         log.info("training %d of %d parameters for %d steps on %d process(es), %s",
                  self.trainable, self.n_params, self.total_steps, acc.num_processes, acc.device)
+
+    def _check_plan(self, ckpt: Path) -> None:
+        """ConfigError when the checkpoint was written with other data-order/schedule settings."""
+        plan = json.loads((ckpt / "state.json").read_text(encoding="utf-8")).get("plan")
+        now = self._plan_signature()
+        changed = sorted(k for k in (plan or {}) if plan[k] != now.get(k))
+        if changed:
+            raise ConfigError(f"cannot resume {ckpt}: the run's settings changed ({', '.join(changed)})",
+                              field=changed[0], hint="resume with the original settings, or use a new output folder")
+
+    def _plan_signature(self) -> dict[str, Any]:
+        """Settings a resumed run must share with the checkpointed one (data order, steps, schedule)."""
+        a = self.args
+        return {"seed": a.seed, "batch_size": a.batch_size, "grad_accum": a.grad_accum, "group_by_length":
+                a.group_by_length, "total_steps": self.total_steps, "learning_rate": self.lr,
+                "schedule": a.schedule, "n_train": len(self.train_data)}
 
     # ------------------------------------------------------------------------------------- train
     def _groups(self, epoch: int) -> list[list[list[int]]]:
@@ -265,20 +292,23 @@ class Recipe:
                 epoch_end = False
             st.step_seconds += dt
             window_loss, window_steps = window_loss + loss, window_steps + 1
+            if acc.num_processes > 1:  # token counts of all processes
+                counts = acc.reduce(torch.tensor([tokens, padded], device=acc.device), reduction="sum")
+                tokens, padded = (int(x) for x in counts.tolist())
             window_tokens, window_time = window_tokens + tokens, window_time + dt
-            st.tokens += tokens * acc.num_processes  # processes run equally sized batch plans
-            st.padded_tokens += padded * acc.num_processes
+            st.tokens += tokens
+            st.padded_tokens += padded
             done = st.step >= self.total_steps
             if st.step % args.log_every == 0 or done:
-                stats = torch.tensor([window_loss / window_steps, window_tokens / max(window_time, 1e-9)],
-                                     device=acc.device)
-                mean_loss, tps = acc.reduce(stats, reduction="mean").tolist()
-                tps *= acc.num_processes
+                stats = torch.tensor([window_loss / window_steps, window_time], device=acc.device)
+                mean_loss, window_time = acc.reduce(stats, reduction="mean").tolist()
+                tps = window_tokens / max(window_time, 1e-9)
                 lr = self.scheduler.get_last_lr()[0]
                 st.history.append({"step": st.step, "epoch": st.epoch, "loss": mean_loss, "lr": lr,
                                    "tokens_per_second": tps})
                 bar.update(st.step, mean_loss, tps)
-                log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", st.step, self.total_steps, mean_loss, lr, tps)
+                if acc.is_main_process:
+                    log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", st.step, self.total_steps, mean_loss, lr, tps)
                 window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
             else:
                 bar.update(st.step, None, None)
@@ -291,7 +321,8 @@ class Recipe:
             periodic = args.save_every and st.step % args.save_every == 0
             if not done and not st.stopped_early and (periodic or evaluate):
                 save_checkpoint(self.ckpt_root, st.step, model=self.model, optimizer=self.optimizer,
-                                scheduler=self.scheduler, state=asdict(st), accelerator=acc,
+                                scheduler=self.scheduler, state={**asdict(st), "plan": self._plan_signature()},
+                                accelerator=acc,
                                 keep=args.keep_checkpoints)
         bar.close()
         if args.keep_best and st.best_step is not None and st.best_step != st.step and self.best_path.is_file():
@@ -334,7 +365,8 @@ class Recipe:
             model.eval()
             record["dev_metric"] = float(self.dev_scorer(model))
         st.history.append({"eval": True, **record})
-        log.info("eval %s", json.dumps(record))
+        if acc.is_main_process:
+            log.info("eval %s", json.dumps(record))
         if record["dev_loss"] is None and "dev_metric" not in record:
             return record
         loss = record["dev_loss"] if record["dev_loss"] is not None else 0.0
@@ -394,8 +426,9 @@ class Recipe:
         """Unwrap the model (DDP, autocast hooks), back to eval mode with the KV cache on."""
         acc = self.accelerator
         model = acc.unwrap_model(self.model, keep_fp32_wrapper=False)
-        if self.args.gradient_checkpointing and hasattr(model, "gradient_checkpointing_disable"):
-            model.gradient_checkpointing_disable()
+        if self.args.gradient_checkpointing:
+            disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
+            disable()
         config = getattr(model, "config", None)
         if config is not None and hasattr(config, "use_cache"):
             config.use_cache = True

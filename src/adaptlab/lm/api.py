@@ -132,13 +132,8 @@ def _normalise(text: str) -> str:
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
-    cut = len(text)
-    for s in stop:
-        if s:
-            i = text.find(s)
-            if i != -1:
-                cut = min(cut, i)
-    return text[:cut]
+    cuts = [i for i in (text.find(s) for s in stop if s) if i != -1]
+    return text[:min(cuts)] if cuts else text
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -162,12 +157,8 @@ def _server_message(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         return response.text.strip()[:300]
-    if isinstance(body, dict):
-        err = body.get("error", body.get("detail", body))
-        if isinstance(err, dict):
-            return str(err.get("message", err))[:300]
-        return str(err)[:300]
-    return str(body)[:300]
+    err = body.get("error", body.get("detail", body)) if isinstance(body, dict) else body
+    return str(err.get("message", err) if isinstance(err, dict) else err)[:300]
 
 
 def _describe(exc: Exception) -> str:
@@ -224,6 +215,11 @@ class APILM:
         key = os.environ.get(self.config.api_key_env, "")
         return {"Authorization": f"Bearer {key}"} if key else {}
 
+    def _redact(self, text: str) -> str:
+        """``text`` with the API key (should a server echo it) masked."""
+        key = os.environ.get(self.config.api_key_env, "")
+        return text.replace(key, "***") if key else text
+
     def _post(self, url: str, payload: dict[str, Any], *,
               retry_statuses: frozenset[int] = RETRY_STATUSES) -> dict[str, Any]:
         """POST JSON with bounded retries; the parsed JSON object, or BackendError."""
@@ -247,16 +243,15 @@ class APILM:
                     except ValueError as exc:
                         last = f"malformed JSON in response ({exc})"
                     else:
-                        with self._lock:
-                            self.usage.seconds += time.perf_counter() - start
+                        self._bump("request_seconds", time.perf_counter() - start)
                         return body
                 elif response.status_code in retry_statuses:
-                    last = f"HTTP {status}: {_server_message(response)}"
+                    last = f"HTTP {status}: {self._redact(_server_message(response))}"
                     wait_s = _retry_after(response)
                 else:
                     raise BackendError(
                         f"API server {cfg.base_url} rejected {url.rsplit('/', 1)[-1]} request "
-                        f"with HTTP {status}: {_server_message(response)}", status=status)
+                        f"with HTTP {status}: {self._redact(_server_message(response))}", status=status)
             except httpx.TransportError as exc:
                 last, status, transport = _describe(exc), None, True
             if attempt + 1 < attempts:
@@ -295,39 +290,48 @@ class APILM:
         first failure no new work starts; in-flight work finishes, and BackendError is raised with
         ``partial`` aligned to ``items`` (``None`` where unfinished).
         """
-        results: list[Any] = [None] * len(items)
         if not items:
             return []
-        done_count = 0
+        started = time.perf_counter()
+        try:
+            return self._drain(items, work, what=what, on_result=on_result, progress=progress)
+        finally:
+            with self._lock:
+                self.usage.seconds += time.perf_counter() - started
+
+    def _drain(self, items: Sequence[Any], work: Callable[[Any], T], *, what: str,
+               on_result: Callable[[int, T], None] | None, progress: bool) -> list[T]:
+        results: list[Any] = [None] * len(items)
+        done_count, step = 0, max(1, len(items) // 10)
         failure: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=self.config.concurrency,
-                                thread_name_prefix="apilm") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="apilm")
+        try:
             futures: dict[Future[T], int] = {pool.submit(work, item): i for i, item in enumerate(items)}
             pending = set(futures)
-            while pending:
+            while pending and failure is None:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in sorted(finished, key=futures.__getitem__):
-                    if fut.cancelled():
-                        continue
-                    exc = fut.exception()
-                    if exc is not None:
-                        failure = failure or exc
+                    if fut.exception() is not None:
+                        failure = failure or fut.exception()
                         continue
                     i = futures[fut]
                     results[i] = fut.result()
                     done_count += 1
                     if on_result is not None:
-                        try:
-                            on_result(i, results[i])
-                        except BaseException:
-                            for other in pending:
-                                other.cancel()
-                            raise
-                if failure is not None:
-                    for fut in pending:
-                        fut.cancel()
-                if progress and finished:
-                    log.info("%s: %d/%d done", what, done_count, len(items))
+                        on_result(i, results[i])
+                    if progress and (done_count % step == 0 or done_count == len(items)):
+                        log.info("%s: %d/%d done", what, done_count, len(items))
+            for fut in pending:  # after a failure: stop queued work, keep what is in flight
+                fut.cancel()
+            for fut in sorted(pending, key=futures.__getitem__):
+                if not fut.cancelled() and fut.exception() is None:
+                    i = futures[fut]
+                    results[i] = fut.result()
+                    done_count += 1
+                    if on_result is not None:
+                        on_result(i, results[i])
+        finally:  # also on Ctrl-C or an exception from on_result: drop queued requests
+            pool.shutdown(wait=True, cancel_futures=True)
         if failure is not None:
             message = failure.message if isinstance(failure, AdaptlabError) else _describe(failure)  # type: ignore[arg-type]
             raise BackendError(f"{what} stopped after {done_count}/{len(items)} results: {message}",
@@ -377,10 +381,11 @@ class APILM:
                       ) -> list[ContinuationScores]:
         """log p(continuation | context) for each continuation of each request.
 
-        With echo+logprobs (``logprobs`` "on", or "auto" when the server supports it) each
-        continuation is scored exactly: ``context + continuation`` is echoed with per-token
-        logprobs and the tokens overlapping the continuation's characters (by ``text_offset``)
-        are summed. Otherwise (``"off"``, or "auto" on a server without echo logprobs) the backend
+        A one-time probe checks that the server echoes prompts with correctly aligned per-token
+        logprobs. If so, each continuation is scored exactly: ``bos_text + context + continuation``
+        is echoed and the logprobs of the tokens overlapping the continuation's characters (by
+        ``text_offset``) are summed. Otherwise ("on" raises BackendError; "off" skips the probe)
+        the backend
         *parses* a greedy generation: the longest continuation that the generated text starts
         with (whitespace- and case-normalised) gets 0.0 and every other continuation ``-inf``
         (all ``-inf`` when none matches). Such results are counted in
@@ -488,7 +493,7 @@ class APILM:
 
     def _score_parsed(self, request: LoglikelihoodRequest) -> ContinuationScores:
         cfg = self.config
-        payload = {"model": cfg.model, "prompt": request.context, "temperature": 0.0,
+        payload = {"model": cfg.model, "prompt": cfg.bos_text + request.context, "temperature": 0.0,
                    "max_tokens": cfg.fallback_max_tokens}
         body = self._post(f"{cfg.base_url}/completions", payload)
         prompt_tokens, _ = self._account(body)

@@ -16,6 +16,7 @@ read go through the output layer, so full-vocabulary logits are never built for 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -78,10 +79,14 @@ class _Row:
     """(continuation index, first position, target ids): log p(target[k]) is read at position first + k."""
 
 
-def _prefix_cache(model: "PreTrainedModel", kv: list[tuple["torch.Tensor", "torch.Tensor"]]) -> Any:
-    """A fresh ``DynamicCache`` whose layers start from the shared (batch-1) prefix ``kv``."""
+@functools.cache
+def _shared_prefix_layer() -> type:
+    """A ``DynamicLayer`` that starts from a batch-1 prefix shared by every row of the batch.
+
+    Only the rows' own keys/values are stored; the prefix is broadcast (not copied per row) into the
+    per-layer concatenation that attention needs, so memory grows with the suffixes, not batch x prefix.
+    """
     import torch
-    from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
     class SharedPrefixLayer(DynamicLayer):
@@ -101,8 +106,15 @@ def _prefix_cache(model: "PreTrainedModel", kv: list[tuple["torch.Tensor", "torc
             own = self.keys.shape[-2] if self.is_initialized and self.keys is not None else 0
             return self.prefix_keys.shape[-2] + own
 
+    return SharedPrefixLayer
+
+
+def _prefix_cache(model: "PreTrainedModel", kv: list[tuple["torch.Tensor", "torch.Tensor"]]) -> Any:
+    """A fresh ``DynamicCache`` whose layers start from the shared (batch-1) prefix ``kv``."""
+    from transformers import DynamicCache
+
     cache = DynamicCache(config=model.config)
-    cache.layers = [SharedPrefixLayer(k, v) for k, v in kv]
+    cache.layers = [_shared_prefix_layer()(k, v) for k, v in kv]
     return cache
 
 
@@ -180,7 +192,7 @@ class HFLM:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.name = name
         self.usage = Usage()
-        self.model = model.eval()
+        self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.group_prefixes = group_prefixes
@@ -220,6 +232,19 @@ class HFLM:
         return decoder, head
 
     # ------------------------------------------------------------------ model calls
+
+    @contextmanager
+    def _inference(self) -> Iterator[None]:
+        """``torch.inference_mode`` with the model in eval mode (its previous mode restored afterwards)."""
+        import torch
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.model.train(was_training)
 
     def _hidden(self, ids: "torch.Tensor", mask: "torch.Tensor", pos: "torch.Tensor", cache: Any) -> "torch.Tensor":
         """Last hidden states (or full logits when the model cannot be split), shape (batch, seq, *)."""
@@ -349,8 +374,6 @@ class HFLM:
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], *,
                       progress: bool = False) -> list[ContinuationScores]:
         """log p(continuation | context) for every continuation of every request, in request order."""
-        import torch
-
         start_time = time.perf_counter()
         self.last_stats = stats = ScoringStats(requests=len(requests), cached=self.prefix_cache)
         if not requests:
@@ -360,7 +383,7 @@ class HFLM:
         stats.rows = sum(len(r) for r in rows)
         stats.naive_tokens = sum(len(c) * len(k) + sum(map(len, k)) for c, k in zip(contexts, conts))
         scores = [[0.0] * len(k) for k in conts]
-        with torch.inference_mode(), _progress(progress, stats.rows, "scoring") as tick:
+        with self._inference(), _progress(progress, stats.rows, "scoring") as tick:
             if self.prefix_cache:
                 shared, groups = plan_groups(contexts, grouping=self.group_prefixes)
                 stats.prefix_tokens, stats.groups = shared, len(groups)
@@ -396,7 +419,7 @@ class HFLM:
         outputs: list[str] = [""] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
         computed = generated = 0
-        with torch.inference_mode(), _progress(progress, len(prompts), "generating") as tick:
+        with self._inference(), _progress(progress, len(prompts), "generating") as tick:
             for b0 in range(0, len(order), self.batch_size):
                 idx = order[b0:b0 + self.batch_size]
                 width = len(encoded[idx[0]])

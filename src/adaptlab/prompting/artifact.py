@@ -88,9 +88,9 @@ class PromptAdapted:
     fit_info: dict[str, Any] = field(default_factory=dict)
     """Fit cost and search records: seconds, flops, computed_tokens, dev_queries, search..."""
 
-    _embedder: Embedder | None = field(default=None, repr=False)
-    _index: KnnIndex | None = field(default=None, repr=False)
-    _last_prompt_tokens: float | None = field(default=None, repr=False)
+    _embedder: Embedder | None = field(default=None, init=False, repr=False, compare=False)
+    _index: KnnIndex | None = field(default=None, init=False, repr=False, compare=False)
+    _last_prompt_tokens: float | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- demonstrations ----------------------------------------------------------------------------
     @property
