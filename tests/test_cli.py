@@ -101,3 +101,60 @@ def test_models_lists_default_available(default_loaded):
     assert out.returncode == 0
     line = next(ln for ln in out.stdout.splitlines() if "smollm2-135m-instruct" in ln)
     assert "yes" in line
+
+
+def _predict_round_trip(artifact: Path, tmp_path: Path, text: str, labels: set[str]) -> None:
+    by_text = run_cli("predict", str(artifact), "--text", text)
+    assert by_text.returncode == 0, by_text.stderr
+    rows = tmp_path / "in.jsonl"
+    rows.write_text(json.dumps({"id": "r1", "text": text}) + "\n" + json.dumps({"id": "r2", "text": "thanks"}) + "\n")
+    preds = tmp_path / "preds.jsonl"
+    out = run_cli("predict", str(artifact), "--input", str(rows), "--output", str(preds))
+    assert out.returncode == 0, out.stderr
+    got = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [g["id"] for g in got] == ["r1", "r2"]
+    assert all(g["pred"] in labels for g in got)
+    # the same text gives the same prediction through --text and --input
+    row = next(ln for ln in by_text.stdout.splitlines() if "text:1" in ln)
+    assert got[0]["pred"] in row.split()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("task_name", ["demo", "sst2"])
+def test_prompt_then_predict_round_trip(task_name, tmp_path, tasks_dir, default_loaded):
+    from adaptlab.tasks import builtin_task, load_task
+
+    task_file = "demo" if task_name == "demo" else str(tasks_dir / "sst2.yaml")
+    task = builtin_task("demo") if task_name == "demo" else load_task(task_file)
+    if task_name == "demo":
+        from importlib import resources
+
+        task_file = str(resources.files("adaptlab") / "demo" / "task.yaml")
+    art = tmp_path / "art"
+    out = run_cli("prompt", task_file, "--out", str(art), "--strategy", "few_shot", "--shots", "4",
+                  "--selection", "balanced", "--calibrate", "--limit", "30")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((art / "metrics.json").read_text())
+    adapted = json.loads((art / "adapted.json").read_text())
+    assert metrics["n"] == 30 and len(metrics["predictions"]) == 30
+    assert 0.0 <= metrics["metric"]["ci_low"] <= metrics["metric"]["value"] <= metrics["metric"]["ci_high"] <= 1.0
+    assert len(adapted["demonstrations"]) == 4
+    _predict_round_trip(art, tmp_path, "I was charged twice, please fix my bill", set(task.label_keys))
+
+
+@pytest.mark.parametrize("method", ["lora", "full", "prompt_tuning", "ia3", "embedding_probe"])
+def test_finetune_then_predict_round_trip_on_demo(method, tmp_path, tiny_loaded):
+    from importlib import resources
+
+    from adaptlab.tasks import builtin_task
+
+    task_file = str(resources.files("adaptlab") / "demo" / "task.yaml")
+    art = tmp_path / method
+    out = run_cli("finetune", task_file, "--model", "tiny-random-llama", "--method", method,
+                  "--n-train", "16", "--epochs", "1", "--limit", "12", "--out", str(art))
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((art / "metrics.json").read_text())
+    assert metrics["n"] == 12 and metrics["strategy"] == method
+    assert metrics["cost"]["train"]["trainable_params"] > 0
+    assert (art / "README.md").is_file()
+    _predict_round_trip(art, tmp_path, "my package never arrived", set(builtin_task("demo").label_keys))

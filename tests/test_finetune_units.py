@@ -10,7 +10,7 @@ import pytest
 from adaptlab.errors import ConfigError
 from adaptlab.finetuning.batching import (IGNORE_INDEX, LengthGroupedBatches, Pair, answer_window, collate,
                                           encode_pair, padding_ratio)
-from adaptlab.finetuning.configs import (FullConfig, IA3Config, LoraConfig, PromptTuningConfig, TrainArgs,
+from adaptlab.finetuning.configs import (IA3Config, LoraConfig, PromptTuningConfig, TrainArgs,
                                          build_configs)
 from test_finetune_toy import one_thread_torch, write_toy_task
 

@@ -74,8 +74,18 @@ def direct_logprob(model, tok, context: str, continuation: str) -> float:
     return sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont))
 
 
-def test_hflm_is_an_lm(sharp):
-    assert isinstance(make(sharp), LM)
+def test_hflm_is_an_lm_and_restores_training_mode(sharp):
+    lm = make(sharp)
+    assert isinstance(lm, LM)
+    model = sharp[0]
+    model.train()
+    try:
+        lm.loglikelihood([LoglikelihoodRequest("Hi", (" there",))])
+        assert model.training
+    finally:
+        model.eval()
+    lm.generate(["Hi"], max_new_tokens=1)
+    assert not model.training
 
 
 def test_naive_path_matches_a_plain_forward(sharp):

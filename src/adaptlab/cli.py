@@ -190,6 +190,34 @@ def predict_cmd(
     console.print(table)
 
 
+@app.command("finetune")
+def finetune_cmd(
+    task_path: Path = typer.Argument(..., help="Task YAML file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the adapter, metrics.json and model card."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model name, HF id or folder."),
+    method: str = typer.Option("lora", "--method", help="lora | full | prompt_tuning | ia3 | embedding_probe"),
+    n_train: Optional[int] = typer.Option(256, "--n-train", help="Training examples (nested stratified subset)."),
+    epochs: int = typer.Option(3, "--epochs", help="Passes over the training subset."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the subset, initialisation and data order."),
+    option: list[str] = typer.Option([], "--option", "--set", help="Method/training option key=value (repeatable)."),
+    split: str = typer.Option("test", "--split", help="Split to evaluate on."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a seeded sample of N examples."),
+    merge: bool = typer.Option(False, "--merge", help="Also write the adapter merged into the base weights."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="Keep checkpoints after success."),
+) -> None:
+    """Adapt a model by fine-tuning (weights change); write the adapter, its metrics and a model card."""
+    from adaptlab.finetuning.run import run_finetune
+
+    result = run_finetune(task_path, model, method, n_train=n_train, epochs=epochs, out_dir=out, seed=seed,
+                          options=_parse_options(option), split=split, limit=limit, merge=merge,
+                          resume=resume, keep_checkpoints=keep_checkpoints)
+    if result is None:  # a non-main process of a multi-process run: it only trained
+        return
+    _print_result(result.to_json(), title=f"{out.name}: {method}")
+    console.print(f"artifact: [bold]{escape(str(out))}[/bold]  (adaptlab predict {escape(str(out))} --text ...)")
+
+
 DEMO_STRATEGIES: list[tuple[str, str, dict]] = [
     ("zero-shot", "zero_shot", {}),
     ("zero-shot + calibration", "zero_shot", {"calibrate": True}),

@@ -269,5 +269,7 @@ def predict_texts(adapted_dir: str | Path, lm_factory: Callable[[str], "LM"],
         examples.append(Example(id=str(rid), fields=dict(row), source="<input>", line=i + 1))
     if not examples:
         return []
-    lm = lm_factory(adapted.model_name)
+    # Fine-tuned artifacts carry their own weights: they score through `as_lm()` (the adapted model),
+    # prompt artifacts through the LM the factory builds for the model they name.
+    lm = adapted.as_lm() if hasattr(adapted, "as_lm") else lm_factory(adapted.model_name)
     return adapted.predict(examples, lm, progress=progress)

@@ -137,7 +137,7 @@ class EmbeddingProbeAdapted:
     def cost(self) -> dict[str, Any]:
         info = self.fit_info
         return {"train": {k: info.get(k) for k in ("seconds", "flops", "peak_memory_bytes", "trainable_params",
-                                                   "artifact_bytes", "tokens", "flops_formula")},
+                                                   "artifact_bytes", "tokens", "tokens_per_second", "flops_formula")},
                 "query": {"prompt_tokens": self._last_prompt_tokens, "prefix_shared": False,
                           "demonstrations": 0,
                           "flops_formula": "2 x N_embedder x input tokens per query"},
@@ -199,6 +199,7 @@ def fit_probe(cfg: "EmbeddingProbeConfig", task: "Task", train: Sequence["Exampl
     tokens = lm.usage.computed_tokens
     info: dict[str, Any] = {
         "seconds": time.perf_counter() - t0, "fit_seconds": fit_seconds, "tokens": tokens,
+        "tokens_per_second": tokens / fit_seconds if fit_seconds else None,
         "flops": 2 * lm.n_params * tokens, "flops_formula": "2 x N_embedder x embedded tokens",
         "peak_memory_bytes": peak_rss_bytes(), "peak_memory_kind": "rss",
         "trainable_params": int(adapted.coef.size + adapted.intercept.size), "embedder_params": lm.n_params,

@@ -179,6 +179,10 @@ class HFLM:
     ``max_length``: context limit in tokens (default: the model's ``max_position_embeddings``); longer
     contexts are cut from the left with a warning. ``group_prefixes``: also share longer prefixes within
     groups of requests (e.g. kNN demonstrations that coincide) when that saves work.
+
+    ``usage`` accumulates over calls; ``last_stats`` (:class:`ScoringStats`) describes the last
+    ``loglikelihood`` call (shared prefix, groups, rows, tokens computed). Each call switches the model to
+    eval mode and restores its previous mode afterwards.
     """
 
     def __init__(self, model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", *,
