@@ -12,6 +12,16 @@ content-free prompts). Test subsets (``--limit``) are seeded random samples, the
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_prompting.py                 # full SST-2 test
     PYTHONPATH=src .venv/bin/python benchmarks/bench_prompting.py --limit 300 --agnews-limit 300
+
+Cost: every 8-shot static row scores the 1,821 SST-2 queries in ~26 computed tokens each (the shared
+prefix once); a kNN row computes ~260 tokens per query (its own demonstrations, content-free prompts
+grouped with it), ten times more, so the reference run caps kNN at 500 queries:
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_prompting.py --knn-limit 500 --agnews-limit 1000 \
+        --threads 1 --json bench_prompting.json        # 90 min on 2 shared CPU cores
+
+``tok/query`` counts all prompt tokens a query needs served alone; for kNN with per-query calibration
+that includes its three content-free prompts (about a quarter of it is the query's own prompt).
 """
 
 from __future__ import annotations

@@ -251,18 +251,35 @@ def read_input_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _single_input_field(adapted_dir: str | Path) -> str | None:
+    """The one field the artifact's input template uses (so a bare text renders like a data row), or None.
+
+    With a one-field template such as ``"Review: {{ text }}"`` a ``--text`` input fills ``text``; with
+    several fields (or none) the text is used verbatim as the rendered input.
+    """
+    from adaptlab.tasks import template_fields
+
+    try:
+        template = json.loads((Path(adapted_dir) / "adapted.json").read_text())["task"]["input"]
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    names = sorted(template_fields(template))
+    return names[0] if len(names) == 1 else None
+
+
 def predict_texts(adapted_dir: str | Path, lm_factory: Callable[[str], "LM"],
                   texts: Sequence[str] = (), *, rows: Sequence[Mapping[str, Any]] = (),
                   progress: bool = False) -> list[Prediction]:
     """Predict with the artifact in ``adapted_dir``; ``lm_factory(model_name)`` builds its LM.
 
-    ``texts`` are used verbatim as the model input; ``rows`` are example fields rendered through
+    ``texts`` fill the input template's field when it has exactly one, else are used verbatim; ``rows`` are example fields rendered through
     the artifact's input template (a row's ``id``/``idx`` becomes the prediction id).
     """
     from adaptlab.data import Example
 
     adapted = load_adapted(adapted_dir)
-    examples = [Example(id=f"text:{i + 1}", fields={RAW_INPUT_FIELD: t}, source="<text>", line=i + 1)
+    field = _single_input_field(adapted_dir)
+    examples = [Example(id=f"text:{i + 1}", fields={field or RAW_INPUT_FIELD: t}, source="<text>", line=i + 1)
                 for i, t in enumerate(texts)]
     for i, row in enumerate(rows):
         rid = row.get("id", row.get("idx", f"input:{i + 1}"))

@@ -81,10 +81,11 @@ class _Row:
 
 @functools.cache
 def _shared_prefix_layer() -> type:
-    """A ``DynamicLayer`` that starts from a batch-1 prefix shared by every row of the batch.
+    """A single-use ``DynamicLayer`` holding a batch-1 prefix shared by every row of one forward pass.
 
-    Only the rows' own keys/values are stored; the prefix is broadcast (not copied per row) into the
-    per-layer concatenation that attention needs, so memory grows with the suffixes, not batch x prefix.
+    The prefix is broadcast (not copied per row) into the concatenation that attention needs, so memory
+    grows with the suffixes, not batch x prefix. The new keys/values of the one forward are kept by
+    reference in ``new_keys``/``new_values`` (to extend the prefix), never appended.
     """
     import torch
     from transformers.cache_utils import DynamicLayer
@@ -92,19 +93,22 @@ def _shared_prefix_layer() -> type:
     class SharedPrefixLayer(DynamicLayer):
         def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
             super().__init__()
-            self.prefix_keys, self.prefix_values = keys, values
+            self.keys, self.values = keys, values
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            self.new_keys: torch.Tensor | None = None
+            self.new_values: torch.Tensor | None = None
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                    **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            super().update(key_states, value_states)
+            if self.new_keys is not None:
+                raise RuntimeError("a shared-prefix cache serves one forward pass")
+            self.new_keys, self.new_values = key_states, value_states
             b = key_states.shape[0]
-            keys = torch.cat([self.prefix_keys.expand(b, -1, -1, -1), self.keys], dim=-2)
-            values = torch.cat([self.prefix_values.expand(b, -1, -1, -1), self.values], dim=-2)
-            return keys, values
+            return (torch.cat([self.keys.expand(b, -1, -1, -1), key_states], dim=-2),
+                    torch.cat([self.values.expand(b, -1, -1, -1), value_states], dim=-2))
 
         def get_seq_length(self) -> int:
-            own = self.keys.shape[-2] if self.is_initialized and self.keys is not None else 0
-            return self.prefix_keys.shape[-2] + own
+            return self.keys.shape[-2]
 
     return SharedPrefixLayer
 
@@ -250,7 +254,8 @@ class HFLM:
         finally:
             self.model.train(was_training)
 
-    def _hidden(self, ids: "torch.Tensor", mask: "torch.Tensor", pos: "torch.Tensor", cache: Any) -> "torch.Tensor":
+    def _hidden(self, ids: "torch.Tensor", mask: "torch.Tensor | None", pos: "torch.Tensor",
+                cache: Any) -> "torch.Tensor":
         """Last hidden states (or full logits when the model cannot be split), shape (batch, seq, *)."""
         kw = dict(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                   use_cache=cache is not None)
@@ -277,12 +282,11 @@ class HFLM:
         past = base[0][0].shape[-2] if base else 0
         cache = _prefix_cache(self.model, base) if base else DynamicCache(config=self.model.config)
         x = torch.tensor([ids], device=self.device)
-        mask = torch.ones(1, past + len(ids), dtype=torch.long, device=self.device)
         pos = torch.arange(past, past + len(ids), device=self.device)[None]
-        self._hidden(x, mask, pos, cache)
+        self._hidden(x, None, pos, cache)
         if not base:
             return [(layer.keys, layer.values) for layer in cache.layers]
-        return [(torch.cat([layer.prefix_keys, layer.keys], -2), torch.cat([layer.prefix_values, layer.values], -2))
+        return [(torch.cat([layer.keys, layer.new_keys], -2), torch.cat([layer.values, layer.new_values], -2))
                 for layer in cache.layers]
 
     def _run_rows(self, rows: list[_Row], start: int, kv: list[tuple[Any, Any]] | None,
@@ -294,22 +298,21 @@ class HFLM:
         for b0 in range(0, len(rows), self.batch_size):
             batch = rows[b0:b0 + self.batch_size]
             width = len(batch[0].ids) - start
+            # Right padding under causal attention: no real position ever sees a pad, so no mask is needed
+            # (as in lm-evaluation-harness); the causal mask alone lets SDPA take its fastest kernels.
             ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), start + width), dtype=torch.long)
-            mask[:, :start] = 1
             positions: dict[tuple[int, int], int] = {}
             gather: list[tuple[int, int, int, int]] = []  # (request, continuation, position slot, target)
             for b, row in enumerate(batch):
                 n = len(row.ids) - start
                 ids[b, :n] = torch.tensor(row.ids[start:])
-                mask[b, start:start + n] = 1
                 for j, first, targets in row.reads:
                     for k, t in enumerate(targets):
                         slot = positions.setdefault((b, first - start + k), len(positions))
                         gather.append((row.req, j, slot, t))
             pos = torch.arange(start, start + width)[None].expand(len(batch), -1)
             cache = _prefix_cache(self.model, kv) if kv else None
-            hidden = self._hidden(ids.to(self.device), mask.to(self.device), pos.to(self.device), cache)
+            hidden = self._hidden(ids.to(self.device), None, pos.to(self.device), cache)
             del cache
             where = torch.tensor(list(positions), dtype=torch.long, device=self.device).reshape(-1, 2)
             logp = self._logprobs(hidden[where[:, 0], where[:, 1]])
