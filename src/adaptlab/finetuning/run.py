@@ -11,7 +11,8 @@ Output folder::
 
 Runnable as a module for multi-process training without the CLI::
 
-    accelerate launch --num_processes 2 --cpu -m adaptlab.finetuning.run TASK --method lora ...
+    accelerate launch --multi_gpu --num_processes 2 -m adaptlab.finetuning.run TASK --method lora ...
+    (accelerate 1.15's ``--cpu --num_processes 2`` starts one process; see docs/finetuning.md)
 """
 
 from __future__ import annotations
@@ -171,10 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                               merge=ns.merge, resume=ns.resume, progress=not ns.no_progress,
                               keep_checkpoints=ns.keep_checkpoints)
     except AdaptlabError as e:
-        print(f"error: {e.one_line()}", file=sys.stderr)
+        sys.stderr.write(f"error: {e.one_line()}\n")
         return 1
     if result is not None:
-        print(json.dumps({"out": str(ns.out), "metric": result.metric, "train": result.cost["train"]}))
+        sys.stdout.write(json.dumps({"out": str(ns.out), "metric": result.metric, "train": result.cost["train"]}) + "\n")
     return 0
 
 
