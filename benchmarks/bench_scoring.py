@@ -7,6 +7,10 @@ repeats), the speed-up, the largest log-likelihood difference between the paths,
 and the peak RSS.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --n 200 --repeats 3
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --verbalizers multi   # multi-token labels
+
+Timings on a shared machine drift with its load: the paths run interleaved, the load average is printed,
+and the CPU-time speed-up is shown beside the wall-clock one.
 """
 
 from __future__ import annotations

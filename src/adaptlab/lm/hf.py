@@ -3,7 +3,7 @@
 A few-shot prompt is instruction + demonstrations + query; everything before the query is the same for
 every request. :class:`HFLM` finds that shared prefix (the longest common token prefix of all contexts in a
 call, optionally refined into groups that share a longer one), runs it through the model ONCE, and scores
-the per-query suffixes in padded, length-sorted batches against the cached keys/values. All label
+the per-query suffixes in right-padded, length-sorted batches against the cached keys/values. All label
 verbalizers of a query are scored together: single-token labels need one row (the next-token distribution
 at the last context position), multi-token labels one row each. ``prefix_cache=False`` scores every full
 sequence on its own with the same token ids, rows and batching (the lm-evaluation-harness way), so both
