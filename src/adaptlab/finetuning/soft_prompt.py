@@ -54,8 +54,13 @@ class _SoftPromptDecoder(nn.Module):
                 position_ids = torch.cat([first, position_ids + v], dim=1)
         else:
             # the cache holds the virtual tokens; the caller's mask/positions may or may not count them
-            mask_len = attention_mask.shape[1] if attention_mask is not None else cached + n
-            offset, strip = cached + n - mask_len, 0
+            if attention_mask is not None:
+                offset = cached + n - attention_mask.shape[1]
+            elif position_ids is not None:  # no mask: the first new position tells which way it counts
+                offset = cached - int(position_ids[0, 0])
+            else:
+                offset = 0  # the decoder derives positions from the cache length, which counts them
+            strip = 0
             if position_ids is not None:
                 position_ids = position_ids + offset
         if attention_mask is not None and offset:
