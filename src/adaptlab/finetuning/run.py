@@ -33,6 +33,7 @@ from adaptlab.finetuning.checkpoint import list_checkpoints
 from adaptlab.finetuning.configs import DEFAULT_MODEL, EmbeddingProbeConfig, build_configs
 
 if TYPE_CHECKING:
+    from adaptlab.data import Example
     from adaptlab.evaluate import EvalResult
     from adaptlab.tasks import Task
 
@@ -66,7 +67,6 @@ def run_finetune(task: "str | Path | Task", model_name: str = DEFAULT_MODEL, met
     (None on non-main processes of a multi-process run, which only train).
     """
     from adaptlab.data import load_splits, nested_subsets
-    from adaptlab.evaluate import evaluate, save_metrics
     from adaptlab.prompting.artifact import seeded_sample
     from adaptlab.tasks import load_task
 
@@ -91,12 +91,30 @@ def run_finetune(task: "str | Path | Task", model_name: str = DEFAULT_MODEL, met
     label_of = task_obj.label_of if task_obj.type == "classification" else None
     train = (nested_subsets(splits.train, [n_train], seed=seed, label_of=label_of)[n_train]
              if n_train is not None else list(splits.train))
+    examples = seeded_sample(splits[split], limit, seed)
+    return finetune_examples(task_obj, train, splits.dev, examples, model_name, method, cfg=cfg, args=args,
+                             out_dir=out, seed=seed, options=options, prompt=prompt, split=split, limit=limit,
+                             merge=merge, resume=resume, progress=progress, keep_checkpoints=keep_checkpoints)
+
+
+def finetune_examples(task: "Task", train: Sequence["Example"], dev: Sequence["Example"],
+                      examples: Sequence["Example"], model_name: str, method: str, *, cfg: Any, args: Any,
+                      out_dir: str | Path, seed: int = 0, options: Mapping[str, Any] | None = None,
+                      prompt: Mapping[str, Any] | None = None, split: str = "test", limit: int | None = None,
+                      merge: bool = False, resume: bool = False, progress: bool = True,
+                      keep_checkpoints: bool = False) -> "EvalResult | None":
+    """Fine-tune on the given ``train``/``dev`` examples and evaluate on ``examples`` (what
+    `run_finetune` does after choosing them; the compare runner calls this with its shared subsets).
+    ``cfg``/``args`` come from `build_configs`. Writes the artifact, metrics, config and card to ``out_dir``."""
+    from adaptlab.evaluate import evaluate, save_metrics
+
+    task_obj, out = task, Path(out_dir)
     log.info("fine-tuning %s with %s on %d %s examples (%d dev)", model_name, method, len(train),
-             task_obj.name, len(splits.dev))
+             task_obj.name, len(dev))
     if isinstance(cfg, EmbeddingProbeConfig):
-        adapted: Any = cfg.fit(task_obj, train, splits.dev, seed=seed)
+        adapted: Any = cfg.fit(task_obj, train, dev, seed=seed)
     else:
-        adapted = cfg.fit(task_obj, train, splits.dev, model=model_name, args=args, out_dir=out,
+        adapted = cfg.fit(task_obj, train, dev, model=model_name, args=args, out_dir=out,
                           resume=resume, prompt=prompt)
         if not adapted.is_main_process:
             return None
@@ -110,7 +128,6 @@ def run_finetune(task: "str | Path | Task", model_name: str = DEFAULT_MODEL, met
     else:
         adapted.train_cost["artifact_bytes"] = artifact_bytes
 
-    examples = seeded_sample(splits[split], limit, seed)
     result = evaluate(adapted, adapted.as_lm(), task_obj, examples, seed=seed, progress=progress, split=split)
     result.cost["train"]["artifact_bytes"] = artifact_bytes
     doc = result.to_json()
@@ -120,7 +137,7 @@ def run_finetune(task: "str | Path | Task", model_name: str = DEFAULT_MODEL, met
         "task_file": str(task_obj.source) if task_obj.source else None, "model": model_name,
         "method": method, "method_config": cfg.to_dict(),
         "train_args": adapted.train_args if hasattr(adapted, "train_args") else {"seed": seed},
-        "prompt": dict(prompt or {}), "n_train": len(train), "n_dev": len(splits.dev), "seed": seed,
+        "prompt": dict(prompt or {}), "n_train": len(train), "n_dev": len(dev), "seed": seed,
         "split": split, "limit": limit, "merge": merge, "options": dict(options or {}),
     }
     write_json_atomic(out / "config.json", config)
