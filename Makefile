@@ -23,7 +23,14 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/adaptlab demo
 
+# The report's browser test drives Debian's Chromium; installed here (not for `make demo`) when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CHROMIUM_PKGS := chromium chromium-driver
+
 test: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CHROMIUM_PKGS); } || \
+	  echo "warning: could not install $(CHROMIUM_PKGS); the report's browser test will be skipped"
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:

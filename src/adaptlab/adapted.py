@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from adaptlab.errors import AdaptlabError, unknown_key_error
+from adaptlab.errors import AdaptlabError, ResourceError, unknown_key_error
 
 if TYPE_CHECKING:
     from adaptlab.data import Example
@@ -129,6 +129,46 @@ def load_adapted(directory: str | Path) -> Adapted:
         err.field = "kind"
         raise err
     return _LOADERS[kind](path.parent, data)
+
+
+def artifact_path(directory: str | Path, name: Any, *, field: str) -> Path:
+    """``directory / name`` for a file or folder an ``adapted.json`` names, refusing any path that
+    leaves the artifact folder (absolute paths, ``..``, symlinks pointing outside)."""
+    directory = Path(directory)
+    where = directory / ARTIFACT_FILE
+    if not isinstance(name, str) or not name.strip():
+        raise AdaptlabError(f"'{field}' must be a file name inside the artifact folder", file=where, field=field)
+    rel = Path(name)
+    inside = directory.resolve()
+    target = (directory / rel).resolve()
+    if rel.is_absolute() or ".." in rel.parts or (target != inside and inside not in target.parents):
+        raise AdaptlabError(f"'{field}' points outside the artifact folder: {name!r}", file=where, field=field,
+                            hint="an artifact may only reference files inside its own folder")
+    return directory / rel
+
+
+def prepare_output_dir(path: str | Path, *, field: str = "out_dir") -> Path:
+    """Create the output folder ``path`` (and parents) and check that files can be written in it.
+
+    Raises `ResourceError` naming the folder when it cannot be used: a file is in the way, a parent
+    is a file, or the folder is not writable (read-only mount, permissions).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ResourceError("the output path is a file, not a folder", file=path, field=field,
+                            hint="choose a folder name that does not exist yet, or an existing folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".adaptlab-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = "a parent of it is a file"
+        raise ResourceError(f"cannot write the output folder: {reason}", file=path, field=field,
+                            hint="choose a writable folder") from None
+    return path
 
 
 def write_json_atomic(path: str | Path, data: Any) -> Path:

@@ -29,6 +29,8 @@ console = Console()
 err_console = Console(stderr=True)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+TRUST_HELP = "Let a model folder run its own Python code (trusted sources only)."
+PICKLE_HELP = "Allow pickle (.bin) weights, which can run code when loaded (trusted sources only)."
 
 
 @app.callback()
@@ -101,7 +103,11 @@ def _parse_options(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise AdaptlabError(f"--option expects key=value, got '{pair}'", field="--option")
-        options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as exc:
+            raise AdaptlabError(f"--option {key.strip()}: value is not a YAML scalar or list "
+                                f"({str(exc).splitlines()[0]})", field=key.strip()) from None
     return options
 
 
@@ -125,6 +131,8 @@ def prompt_cmd(
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Env var holding the API key."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
 ) -> None:
     """Adapt a model by prompting (no weight changes); write the prompt artifact and its metrics."""
     from adaptlab.evaluate import run_prompt
@@ -141,8 +149,10 @@ def prompt_cmd(
         options["calibrate"] = True
     if prompt_format is not None:
         options["format"] = prompt_format
-    lm = build_lm(model, backend=backend, dtype=dtype, device=device, base_url=api_base,
-                  api_key_env=api_key_env)
+    def lm():  # built after the strategy, options, output folder and data are checked
+        return build_lm(model, backend=backend, dtype=dtype, device=device, base_url=api_base,
+                        api_key_env=api_key_env, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+
     result = run_prompt(task, lm, strategy, options, out_dir=out, split=split, limit=limit, seed=seed)
     _print_result(result.to_json(), title=f"{task.name}: {strategy}")
     console.print(f"artifact: [bold]{escape(str(out))}[/bold]  (adaptlab predict {escape(str(out))} --text ...)")
@@ -158,6 +168,8 @@ def predict_cmd(
     api_base: Optional[str] = typer.Option(None, "--api-base", help="API backend: http://HOST:PORT/v1"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16"),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
 ) -> None:
     """Apply an adapted artifact to new inputs."""
     from adaptlab.evaluate import predict_texts, read_input_rows
@@ -169,7 +181,8 @@ def predict_cmd(
         raise AdaptlabError("give --text or --input", field="--text")
     rows = read_input_rows(input_file) if input_file is not None else []
     predictions = predict_texts(
-        artifact, lambda name: build_lm(name, backend=backend, dtype=dtype, device=device, base_url=api_base),
+        artifact, lambda name: build_lm(name, backend=backend, dtype=dtype, device=device, base_url=api_base,
+                                        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle),
         text, rows=rows, progress=len(text) + len(rows) > 50,
     )
     if output is not None:
@@ -205,71 +218,235 @@ def finetune_cmd(
     merge: bool = typer.Option(False, "--merge", help="Also write the adapter merged into the base weights."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="Keep checkpoints after success."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
 ) -> None:
     """Adapt a model by fine-tuning (weights change); write the adapter, its metrics and a model card."""
     from adaptlab.finetuning.run import run_finetune
 
     result = run_finetune(task_path, model, method, n_train=n_train, epochs=epochs, out_dir=out, seed=seed,
                           options=_parse_options(option), split=split, limit=limit, merge=merge,
-                          resume=resume, keep_checkpoints=keep_checkpoints)
+                          resume=resume, keep_checkpoints=keep_checkpoints,
+                          trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     if result is None:  # a non-main process of a multi-process run: it only trained
         return
     _print_result(result.to_json(), title=f"{out.name}: {method}")
     console.print(f"artifact: [bold]{escape(str(out))}[/bold]  (adaptlab predict {escape(str(out))} --text ...)")
 
 
-DEMO_STRATEGIES: list[tuple[str, str, dict]] = [
-    ("zero-shot", "zero_shot", {}),
-    ("zero-shot + calibration", "zero_shot", {"calibrate": True}),
-    ("8-shot balanced", "few_shot", {"k": 8, "selection": "balanced"}),
-    ("8-shot balanced + calibration", "few_shot", {"k": 8, "selection": "balanced", "calibrate": True}),
-]
+@app.command("compare")
+def compare_cmd(
+    experiment: Path = typer.Argument(..., help="Experiment YAML file (task, strategies, sizes, seeds, scenario)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: adaptlab.db and cells/ (one per grid cell)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out: finished cells are skipped."),
+    mlflow: bool = typer.Option(False, "--mlflow", help="Also log every cell to MLflow (RUN_DIR/mlruns)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1,
+                                        help="Evaluate every cell on a seeded sample of N test examples."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress display."),
+) -> None:
+    """Run an experiment grid (prompting and fine-tuning cells) and compare them on the same test examples."""
+    from adaptlab.experiment import load_experiment
+
+    cfg = load_experiment(experiment)
+    if limit is not None:
+        cfg = cfg.model_copy(update={"limit": limit})
+    _run_compare(cfg, out, resume=resume, mlflow=mlflow, progress=not no_progress)
 
 
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder (relative to where you run it)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name, HF id or folder."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a seeded sample of N test examples."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate on a seeded sample of N test examples."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress display."),
 ) -> None:
-    """Run the built-in demo: the customer-support intent task on the default model."""
+    """Run the built-in demo: prompt vs fine-tune on the customer-support intent task (resumes if interrupted)."""
+    from adaptlab.experiment import builtin_experiment
+
+    cfg = builtin_experiment("demo")
+    updates = {k: v for k, v in (("model", model if model != cfg.model else None), ("limit", limit)) if v is not None}
+    if updates:
+        cfg = cfg.model_copy(update=updates)
+    task = cfg.resolve_task()
+    console.print(f"[bold]Demo[/bold] {escape(task.name)} ({len(task.label_keys)} intents) on {escape(cfg.model)}: "
+                  f"{', '.join(dict.fromkeys(s.name for s in cfg.strategies))} -> {escape(str(out))}")
+    _run_compare(cfg, out, resume=True, mlflow=False, progress=not no_progress)
+
+
+def _run_compare(cfg, out: Path, *, resume: bool, mlflow: bool, progress: bool) -> None:
+    """Run ``cfg`` into ``out`` and print the results table and the headline (exit 130/143 if interrupted)."""
+    from adaptlab.experiment.runner import RunInterrupted, run_experiment
+
+    try:
+        records = run_experiment(cfg, out, resume=resume, progress=progress, mlflow=mlflow)
+    except RunInterrupted as exc:
+        err_console.print(f"[yellow]{escape(exc.one_line())}[/yellow]", highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    from adaptlab.store import RunStore
+
+    store = RunStore(out, create=False)
+    try:
+        _print_compare(records, cfg.scenario, store.predictions, title=f"{cfg.name}: {cfg.resolve_task().name} "
+                       f"on {cfg.model}")
+    finally:
+        store.close()
+    console.print(f"run folder: [bold]{escape(str(out))}[/bold] (adaptlab.db, cells/)")
+
+
+def _print_compare(records: list, scenario, predictions, *, title: str) -> None:
+    """The per-variant results table and the prompt-vs-fine-tune headline with its break-even volume."""
+    from rich import box
     from rich.table import Table
 
-    from adaptlab.evaluate import run_prompt
-    from adaptlab.lm.factory import build_lm
-    from adaptlab.tasks import builtin_task
-    from adaptlab.validate import validate_task
+    from adaptlab.experiment.runner import summarize
 
-    task = builtin_task("demo")
-    report = validate_task(task)
-    rows = ", ".join(f"{name} {split.rows}" for name, split in report.splits.items())
-    console.print(f"[bold]Task[/bold] {task.name}: {len(task.label_keys)} intents ({rows}); "
-                  f"validation {'OK' if report.ok else 'FAILED'} with {len(report.warnings)} warning(s)")
-    if not report.ok:
-        for line in report.errors:
-            err_console.print(escape(line))
-        raise typer.Exit(1)
-    lm = build_lm(model)
-    table = Table(title=f"{task.name} on {model} (test split)")
-    for col in ("strategy", "accuracy", "95% CI", "prompt tok/query", "latency p50", "fit s"):
-        table.add_column(col, justify="left" if col == "strategy" else "right")
-    results = {}
-    for label, strategy, options in DEMO_STRATEGIES:
-        slug = label.replace(" + ", "-").replace(" ", "-")
-        result = run_prompt(task, lm, strategy, options, out_dir=out / slug, limit=limit).to_json()
-        results[label] = (out / slug, result)
-        m, q = result["metric"], result["cost"]["query"]
-        table.add_row(label, f"{m['value']:.3f}", f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]",
-                      f"{q.get('prompt_tokens', 0):.0f}", f"{(q.get('latency_p50_s') or 0) * 1000:.0f} ms",
-                      f"{result['cost']['train'].get('seconds', 0):.1f}")
+    rows = summarize(records, scenario)
+    metric = rows[0].metric if rows else "metric"
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD, caption=f"mean and sd over seeds; $ at "
+                  f"{_money(scenario.price_per_hour)}/hour; p50: median single-query latency")
+    table.add_column("variant", min_width=12)
+    for col in ("n", "seeds", metric, "± sd", "train s", "train $", "$/1k queries", "p50 ms"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        ok = r.seeds > 0
+        table.add_row(escape(r.variant), str(r.n_train), str(r.seeds) + (f" ({r.failed} failed)" if r.failed else ""),
+                      f"{r.mean:.3f}" if ok else "[red]failed[/red]", f"{r.std:.3f}" if ok else "-",
+                      f"{r.train_seconds:.1f}" if ok else "-", _money(r.train_dollars), _money(r.dollars_per_1k),
+                      f"{r.query_seconds * 1000:.0f}" if ok else "-")
     console.print(table)
-    best_label, (best_dir, best) = max(results.items(), key=lambda kv: kv[1][1]["metric"]["value"])
-    from adaptlab.evaluate import predict_texts
+    for rec in records:
+        if rec.status == "failed":
+            err_console.print(f"[red]failed[/red] {escape(rec.variant)} n={rec.n_train} seed={rec.seed}: "
+                              f"{escape(rec.error or '')}", highlight=False)
+    from adaptlab.analysis import analyze
 
-    sample = "Hi, I was charged twice for my subscription this month, can you look into it?"
-    pred = predict_texts(best_dir, lambda _name: lm, [sample])[0]
-    console.print(f"Best: [bold]{best_label}[/bold] ({best['metric']['value']:.3f}); artifact in {escape(str(best_dir))}")
-    console.print(f"Example: {escape(sample)!r} -> [bold]{escape(pred.pred)}[/bold]")
+    analysis = analyze(records, predictions, scenario)
+    for line in _headline(analysis, scenario):
+        console.print(line)
+
+
+def _headline(analysis, scenario) -> list[str]:
+    """Best prompt vs best fine-tune: metric, $ per 1,000 queries, training $, break-even volume."""
+    bp, bf, be = analysis.best_prompt, analysis.best_finetune, analysis.break_even
+    metric = analysis.metric or "metric"
+    lines = []
+    for what, best in (("prompt", bp), ("fine-tune", bf)):
+        if best is None:
+            lines.append(f"Best {what}: none succeeded")
+            continue
+        per_1k = 1000 * sum(c.query_cost(scenario) for c in best.cells) / len(best.cells)
+        train = sum(c.train_cost(scenario) for c in best.cells) / len(best.cells)
+        lines.append(f"Best {what}: [bold]{escape(best.variant)}[/bold] (n={best.n_train}): {metric} "
+                     f"{best.mean:.3f} [{best.low:.3f}-{best.high:.3f}], {_money(per_1k)} per 1,000 queries, "
+                     f"training {_money(train)}")
+    if be is not None:
+        q = be.queries_dollars
+        if q is None:
+            lines.append("Break-even: never (the fine-tune is not cheaper per query than the prompt)")
+        elif q == 0:
+            lines.append("Break-even: from the first query (the fine-tune is no dearer to train or to serve)")
+        else:
+            months = q / scenario.queries_per_month if scenario.queries_per_month else float("inf")
+            lines.append(f"Break-even: fine-tuning pays for its training after [bold]{q:,.0f}[/bold] queries "
+                         f"({months:.2g} months at {scenario.queries_per_month:,.0f} queries/month)")
+    return lines
+
+
+def _money(x: Optional[float]) -> str:
+    """Dollars: ``$3.40``, and two significant digits below $1 (``$0.0012``)."""
+    import math
+
+    if x is None or not math.isfinite(x):
+        return "-"
+    if x == 0 or abs(x) >= 1:
+        return f"${x:,.2f}" if x else "$0"
+    if abs(x) < 1e-4:
+        return "<$0.0001"
+    return f"${x:.{max(2, 1 - math.floor(math.log10(abs(x))))}f}"
+
+
+@app.command("recommend")
+def recommend_cmd(
+    run_dir: Optional[Path] = typer.Argument(None, help="Run folder of `adaptlab compare` (omit: estimate "
+                                             "from published findings)."),
+    queries_per_month: Optional[float] = typer.Option(None, "--queries-per-month", help="Expected queries a month."),
+    accuracy_target: Optional[float] = typer.Option(None, "--accuracy-target", help="Metric value you need (e.g. 0.85)."),
+    labels: Optional[int] = typer.Option(None, "--labels", help="Labelled examples on hand."),
+    price_per_hour: Optional[float] = typer.Option(None, "--price-per-hour", help="$ per hour of the hardware."),
+    latency_budget: Optional[float] = typer.Option(None, "--latency-budget", help="Max single-query latency, seconds."),
+    task_changes: Optional[float] = typer.Option(None, "--task-changes-per-year", help="Task changes a year "
+                                                 "(each re-trains)."),
+    months: Optional[float] = typer.Option(None, "--months", help="Cost horizon in months."),
+    task_type: str = typer.Option("classification", "--task-type", help="No run: classification | generation."),
+    classes: int = typer.Option(2, "--classes", help="No run: number of classes."),
+    as_json: bool = typer.Option(False, "--json", help="Print the recommendation as JSON."),
+) -> None:
+    """Re-decide prompt vs fine-tune for a scenario from a run's stored results (nothing is re-run)."""
+    from adaptlab.recommend import prior_recommendation, recommend, scenario_with
+
+    overrides = {"queries_per_month": queries_per_month, "accuracy_target": accuracy_target,
+                 "labels_available": labels, "price_per_hour": price_per_hour,
+                 "latency_budget_s": latency_budget, "task_changes_per_year": task_changes, "months": months}
+    if run_dir is None:
+        rec = prior_recommendation(scenario_with(None, overrides), task_type=task_type, n_classes=classes)
+    else:
+        from adaptlab.analysis import analyze
+        from adaptlab.store import RunStore
+
+        store = RunStore(run_dir, create=False)
+        try:
+            scenario = scenario_with((store.experiment() or {}).get("scenario"), overrides)
+            rec = recommend(analyze(store.cells(), store.predictions, scenario), scenario)
+        finally:
+            store.close()
+    if as_json:
+        typer.echo(json.dumps(rec.to_dict(), indent=2))
+        return
+    colour = {"prompt": "cyan", "finetune": "green", "collect_labels": "yellow", "too_close": "magenta"}
+    console.print(f"[bold {colour[rec.decision]}]{rec.decision}[/]  [dim]({rec.basis})[/dim]  "
+                  f"[bold]{escape(rec.headline)}[/bold]")
+    for title, lines in (("Why", rec.reasons), ("What would change it", rec.would_change)):
+        if lines:
+            console.print(f"\n[bold]{title}[/bold]")
+            for line in lines:
+                console.print(f"  - {escape(line)}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="Run folder of `adaptlab compare`."),
+    queries_per_month: Optional[float] = typer.Option(None, "--queries-per-month", help="Expected queries a month."),
+    accuracy_target: Optional[float] = typer.Option(None, "--accuracy-target", help="Metric value you need."),
+    labels: Optional[int] = typer.Option(None, "--labels", help="Labelled examples on hand."),
+    price_per_hour: Optional[float] = typer.Option(None, "--price-per-hour", help="$ per hour of the hardware."),
+    latency_budget: Optional[float] = typer.Option(None, "--latency-budget", help="Max single-query latency, s."),
+    task_changes: Optional[float] = typer.Option(None, "--task-changes-per-year", help="Task changes a year."),
+    months: Optional[float] = typer.Option(None, "--months", help="Cost horizon in months."),
+) -> None:
+    """Rebuild a run's report.html, summary.md, results.json and best/ from its stored results."""
+    from adaptlab.recommend import scenario_with
+    from adaptlab.report import build_report
+    from adaptlab.store import RunStore
+
+    overrides = {"queries_per_month": queries_per_month, "accuracy_target": accuracy_target,
+                 "labels_available": labels, "price_per_hour": price_per_hour,
+                 "latency_budget_s": latency_budget, "task_changes_per_year": task_changes, "months": months}
+    scenario = None
+    if any(v is not None for v in overrides.values()):
+        store = RunStore(run_dir, create=False)
+        try:
+            scenario = scenario_with((store.experiment() or {}).get("scenario"), overrides)
+        finally:
+            store.close()
+    paths = build_report(run_dir, scenario)
+    rec = json.loads(paths.results_json.read_text(encoding="utf-8")).get("recommendation")
+    if rec:
+        console.print(f"[bold]{escape(rec['decision'])}[/bold]: {escape(rec['headline'])}")
+    console.print(f"report: [bold]{escape(str(paths.html))}[/bold]\nsummary: {escape(str(paths.summary_md))}"
+                  f"\nresults: {escape(str(paths.results_json))}")
+    if paths.best_dir is not None:
+        console.print(f"best artifact: {escape(str(paths.best_dir))}  "
+                      f"(adaptlab predict {escape(str(paths.best_dir))} --text ...)")
 
 
 def _print_result(metrics: dict, *, title: str) -> None:
@@ -309,6 +486,21 @@ def main() -> None:
         if debug:
             raise
         err_console.print("[red]error:[/red] " + escape(exc.one_line()), highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except OSError as exc:  # the environment (disk full, permissions, ...): one line, like user errors
+        if debug:
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        err_console.print("[red]error:[/red] " + escape(f"{where}{exc.strerror or exc}"), highlight=False,
+                          soft_wrap=True)
+        sys.exit(1)
+    except Exception as exc:  # a bug: still one line; --debug shows the traceback
+        if debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        err_console.print("[red]internal error:[/red] " + escape(f"{type(exc).__name__}: {first}")
+                          + " (a bug in adaptlab; rerun with --debug for the traceback)", highlight=False,
+                          soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]")

@@ -448,9 +448,56 @@ def carve_splits(task: Task, loaded: Mapping[str, list[Example]], *, seed: int =
 
 
 def load_splits(task: Task, *, seed: int = 0, errors: list[DataError] | None = None) -> Splits:
-    """Read every configured split and carve the missing ones (see `carve_splits`)."""
+    """Read every configured split and carve the missing ones (see `carve_splits`).
+
+    A configured source that holds no rows is a DataError naming it (unless ``errors`` collects)."""
     loaded = {s: read_source(task, s, errors=errors) for s in SPLITS if task.data.source(s) is not None}
+    if errors is None:
+        for split, rows in loaded.items():
+            if not rows:
+                spec = task.data.source(split)
+                where = spec.hf if spec is not None and spec.hf else (
+                    task.resolve_path(spec.path) if spec is not None and spec.path else task.source)
+                raise DataError(f"the {split} source holds no rows", file=where, field=f"data.{split}",
+                                hint="fill it, or drop the split from `data`; dev and test can be carved from train")
     return carve_splits(task, loaded, seed=seed)
+
+
+def absent_labels(task: Task, examples: Sequence[Example]) -> list[str]:
+    """The task's label keys that no example carries (empty for generation tasks)."""
+    if task.type != "classification":
+        return []
+    present = set()
+    for ex in examples:
+        try:
+            present.add(task.label_of(ex))
+        except AdaptlabError:
+            continue
+    return [k for k in task.label_keys if k not in present]
+
+
+def check_examples(task: Task, examples: Sequence[Example], split: str, *, unique_ids: bool = False) -> None:
+    """Raise DataError at the first example whose label is missing or not one of the task's labels
+    (classification tasks), or, with ``unique_ids``, whose id repeats an earlier example's id.
+
+    The error names the row's file and line; `adaptlab validate` lists every such row instead."""
+    if task.type == "classification":
+        known = set(task.labels)
+        for ex in examples:
+            label = task.label_of(ex)  # DataError naming the row when the label field is missing
+            if label not in known:
+                raise DataError(f"{split} example {ex.id} has label '{label}', which is not one of the task's "
+                                f"labels ({', '.join(task.label_keys)})", file=ex.source, line=ex.line,
+                                field=task.label_field,
+                                hint="add it to `labels`, map it with `label_map`, or fix the row")
+    if unique_ids:
+        seen: dict[str, Example] = {}
+        for ex in examples:
+            first = seen.setdefault(ex.id, ex)
+            if first is not ex:
+                raise DataError(f"duplicate {split} example id '{ex.id}' (first at {first.source}:{first.line})",
+                                file=ex.source, line=ex.line, field="id",
+                                hint="ids must be unique within a split; drop the id field to number rows by line")
 
 
 def load_split(task: Task, split: str, *, seed: int = 0) -> list[Example]:

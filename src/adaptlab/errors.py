@@ -53,6 +53,10 @@ class ModelError(AdaptlabError):
     """A model name cannot be resolved or loaded."""
 
 
+class ResourceError(AdaptlabError):
+    """The machine cannot give the run what it needs: a writable output folder, enough memory."""
+
+
 def closest(name: str, valid: Iterable[str]) -> str | None:
     """The valid name closest to ``name`` (for 'did you mean' hints), or None."""
     matches = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)

@@ -87,8 +87,11 @@ def evaluate(adapted: "Adapted", lm: "LM", task: "Task", examples: Sequence["Exa
     from adaptlab.costs import count_params, forward_flops
     from adaptlab.metrics import bootstrap_ci, classification_report, per_example
 
+    from adaptlab.data import check_examples
+
     if not examples:
-        raise DataError(f"no {split} examples to evaluate", field=split)
+        raise DataError(f"no {split} examples to evaluate", file=task.source, field=split)
+    check_examples(task, examples, split, unique_ids=True)  # before spending compute on predictions
     before = asdict(lm.usage)
     t0 = time.perf_counter()
     preds = adapted.predict(examples, lm, progress=progress)
@@ -192,19 +195,23 @@ def save_metrics(result: EvalResult, directory: str | Path) -> Path:
 
 
 # -- high-level entry points (the CLI wires these) ------------------------------------------------------
-def run_prompt(task: "Task", lm: "LM", strategy_name: str, options: Mapping[str, Any] | None = None,
-               *, out_dir: str | Path, split: str = "test", limit: int | None = None, seed: int = 0,
-               progress: bool = True, embedder: Any = None, latency_sample: int = 10) -> EvalResult:
+def run_prompt(task: "Task", lm: "LM | Callable[[], LM]", strategy_name: str,
+               options: Mapping[str, Any] | None = None, *, out_dir: str | Path, split: str = "test",
+               limit: int | None = None, seed: int = 0, progress: bool = True, embedder: Any = None,
+               latency_sample: int = 10) -> EvalResult:
     """Load splits, fit ``strategy_name`` with ``options``, evaluate on ``split``; write
     ``DIR/adapted.json`` (+ artifact files) and ``DIR/metrics.json``.
 
+    ``lm`` is an `LM`, or a function building one: it is then called only after the strategy, its
+    options, the output folder and the data have been checked (bad input fails before a model loads).
     ``limit`` evaluates a seeded random subset of that many examples (kept in file order).
     ``seed`` seeds the split carving, the strategy (unless ``options`` sets ``seed``), the subset
     and the bootstrap. ``latency_sample`` single-query calls measure the p50 latency.
     """
     import adaptlab.prompting  # noqa: F401  (registers the prompting strategies)
+    from adaptlab.adapted import prepare_output_dir
     from adaptlab.costs import dir_bytes
-    from adaptlab.data import load_splits
+    from adaptlab.data import absent_labels, check_examples, load_splits
     from adaptlab.prompting.artifact import seeded_sample
     from adaptlab.prompting.strategies import get_strategy
 
@@ -213,8 +220,21 @@ def run_prompt(task: "Task", lm: "LM", strategy_name: str, options: Mapping[str,
     cfg = spec.parse(options)
     if "seed" not in options and hasattr(cfg, "seed"):
         cfg.seed = seed
+    prepare_output_dir(out_dir)
     splits = load_splits(task, seed=seed)
     examples = seeded_sample(splits[split], limit, seed)
+    if not examples:
+        raise DataError(f"no {split} examples to evaluate", file=task.source, field=f"data.{split}",
+                        hint=f"add data.{split} to the task" if split != "train" else None)
+    for name in ("train", "dev"):  # demonstrations, calibration and search read their labels
+        check_examples(task, splits[name], name)
+    check_examples(task, examples, split, unique_ids=True)
+    absent = absent_labels(task, splits.train) if splits.train else []
+    if absent:
+        log.warning("%d label(s) have no training examples (%s): demonstrations cannot show them",
+                    len(absent), ", ".join(absent))
+    if callable(lm) and not hasattr(lm, "loglikelihood"):
+        lm = lm()
     log.info("fitting %s on %s (%d train, %d dev)", strategy_name, task.name, len(splits.train),
              len(splits.dev))
     resources = {"embedder": embedder} if embedder is not None else {}

@@ -343,6 +343,9 @@ def _known(name: str) -> str | None:
 
 def _check_remote_name(name: str) -> None:
     """Fail fast, without the network, on names that are neither a folder nor shaped like a hub id."""
+    if not name or not name.strip():  # Path("") is the working directory: never load that by accident
+        raise ModelError("no model name given", field="model",
+                         hint="use a known name (" + ", ".join(KNOWN_MODELS) + "), a model folder or a hub id")
     if _known(name) == EMBEDDER_MODEL:
         raise ModelError(f"'{name}' is a sentence embedder, not a causal LM", field="model",
                          hint="use adaptlab.embeddings.load_embedder")
@@ -356,6 +359,13 @@ def _check_remote_name(name: str) -> None:
         hint = (f"did you mean '{guess}'?" if guess else "use a known name (" + ", ".join(KNOWN_MODELS)
                 + "), a local model folder, or a Hugging Face hub id")
         raise ModelError(f"unknown model '{name}'", field="model", hint=hint)
+
+
+def check_model_name(name: str) -> None:
+    """ModelError now (no torch import, no network) for a name that cannot be a model: empty, an
+    unknown short name (with the closest known one), a missing folder, or the embedder."""
+    if _known(name) not in (DEFAULT_MODEL, TINY_MODEL):
+        _check_remote_name(name)
 
 
 def _remote_source(name: str) -> str:
@@ -390,6 +400,7 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str
 
     ``allow_pickle`` permits ``.bin`` (pickle) weights for hub/folder models; only for trusted sources.
     """
+    check_model_name(name)  # before importing torch: a wrong name fails in milliseconds
     torch_dtype = resolve_dtype(dtype)
     torch_device = resolve_device(device)
     known = _known(name)
@@ -415,8 +426,15 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str
                                                           if k != "use_safetensors"})
         except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
             if known is None and not allow_pickle and "safetensors" in str(exc).lower():
-                raise ModelError(f"model '{name}' has no safetensors weights", field="model", hint="pass "
-                                 "allow_pickle=True to load pickle weights from a trusted source") from exc
+                raise ModelError(f"model '{name}' has no safetensors weights (pickle weights can run code "
+                                 "when loaded, so they are refused)", field="model",
+                                 hint="only for a source you trust: pass --allow-pickle "
+                                      "(allow_pickle=True)") from exc
+            if not trust_remote_code and "trust_remote_code" in str(exc):
+                raise ModelError(f"model '{name}' needs to run its own Python code to load, which is "
+                                 "refused by default", field="model",
+                                 hint="only for a source you trust: pass --trust-remote-code "
+                                      "(trust_remote_code=True)") from exc
             raise _load_error(name, exc) from exc
         log.info("loaded %s from %s in %.1fs", name, source, time.perf_counter() - start)
     tok = _prepare_tokenizer(tok)

@@ -476,17 +476,24 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
         raise ConfigError("file not found", file=path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read file: {exc}", file=path) from None
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # rejects control characters (a ReaderError) already here
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"invalid YAML: {problem}", file=path,
-                          line=mark.line + 1 if mark is not None else None) from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        line = mark.line + 1 if mark is not None else None
+        if isinstance(exc, yaml.reader.ReaderError):  # position is a character offset
+            problem = f"character {exc.character!r} is not allowed in YAML"
+            line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"invalid YAML: {problem}", file=path, line=line) from None
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", file=path) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     lines: dict[tuple[str, ...], int] = {}
     if node is not None:
         _key_lines(node, (), lines, path)

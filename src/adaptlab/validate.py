@@ -235,7 +235,11 @@ class _Checker:
         stats.duplicate_ids = sum(n - 1 for n in ids.values() if n > 1)
         if stats.duplicate_ids:
             dup = next(k for k, n in ids.items() if n > 1)
-            self.warn(split, f"{stats.duplicate_ids} duplicate example ids (e.g. '{dup}')")
+            msg = f"{stats.duplicate_ids} duplicate example ids (e.g. '{dup}')"
+            if split == "train":
+                self.warn(split, msg)
+            else:  # predictions are keyed by id: evaluating this split is refused
+                self.error(split, msg + "; ids must be unique in an evaluated split")
         if self.counter is not None and inputs:
             lengths = self.counter(inputs)
             stats.max_input_tokens = max(lengths)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import adaptlab
-from adaptlab.adapted import ARTIFACT_FILE, Prediction, register_artifact, write_json_atomic
+from adaptlab.adapted import ARTIFACT_FILE, Prediction, artifact_path, register_artifact, write_json_atomic
 from adaptlab.errors import AdaptlabError, ConfigError
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def load_finetuned(directory: Path, data: dict[str, Any]) -> FinetunedAdapted:
         raise AdaptlabError(f"malformed fine-tuned artifact: missing {e}", file=path) from None
     if weights not in ("adapter", "model", "merged"):
         raise AdaptlabError(f"unknown weights kind '{weights}'", file=path, field="weights")
-    folder = directory / weights
+    folder = artifact_path(directory, weights, field="weights")  # refuses a symlink leading outside
     if not folder.is_dir():
         raise AdaptlabError(f"missing weights folder '{weights}/'", file=path, field="weights")
     if weights == "adapter":

@@ -14,12 +14,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 MEGABATCH_MULT = 50
@@ -56,6 +59,12 @@ def encode_pair(tokenizer: Any, context: str, answer: str, *, max_length: int,
     answer are encoded separately and concatenated; an empty context becomes the BOS (else EOS) token.
     ``eos`` appends the end-of-sequence token to the answer (generation tasks: the model learns to stop).
     """
+    return _encode_pair(tokenizer, context, answer, max_length=max_length, eos=eos)[0]
+
+
+def _encode_pair(tokenizer: Any, context: str, answer: str, *, max_length: int,
+                 eos: bool) -> tuple[Encoded, bool]:
+    """`encode_pair` and whether tokens had to be cut to fit ``max_length``."""
     ctx = context.rstrip()
     moved = context[len(ctx):]
     ctx_ids = _encode(tokenizer, ctx) or _empty_context(tokenizer)
@@ -64,10 +73,11 @@ def encode_pair(tokenizer: Any, context: str, answer: str, *, max_length: int,
         ans = ans + [int(tokenizer.eos_token_id)]
     if not ans:
         raise ValueError(f"empty answer after tokenisation for context ending {context[-40:]!r}")
+    cut = len(ctx_ids) + len(ans) > max_length
     ans = ans[:max_length - 1]
     keep = max_length - len(ans)
     ctx_ids = ctx_ids[-keep:]
-    return Encoded(tuple(ctx_ids + ans), tuple([IGNORE_INDEX] * len(ctx_ids) + ans))
+    return Encoded(tuple(ctx_ids + ans), tuple([IGNORE_INDEX] * len(ctx_ids) + ans)), cut
 
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
@@ -83,8 +93,16 @@ def _empty_context(tokenizer: Any) -> list[int]:
 
 def encode_pairs(tokenizer: Any, pairs: Sequence[Pair], *, max_length: int,
                  eos: bool = False) -> list[Encoded]:
-    """`encode_pair` over a list."""
-    return [encode_pair(tokenizer, p.context, p.answer, max_length=max_length, eos=eos) for p in pairs]
+    """`encode_pair` over a list; logs a warning saying how many texts were cut to ``max_length``."""
+    out, cut = [], 0
+    for p in pairs:
+        enc, was_cut = _encode_pair(tokenizer, p.context, p.answer, max_length=max_length, eos=eos)
+        out.append(enc)
+        cut += was_cut
+    if cut:
+        log.warning("%d of %d texts exceed max_length=%d tokens and were cut from the left "
+                    "(the answer is kept); raise max_length to keep them whole", cut, len(out), max_length)
+    return out
 
 
 def collate(batch: Sequence[Encoded], pad_id: int, *, left: bool = False) -> dict[str, "torch.Tensor"]:

@@ -12,6 +12,7 @@ Each method config is also the strategy: ``LoraConfig(rank=4).fit(task, train, d
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -85,6 +86,9 @@ class TrainArgs:
     """Show a rich progress bar with loss and tokens/second (main process, terminals only)."""
     log_every: int = 10
     """Log the training loss every N optimizer steps."""
+    oom_retries: int = 3
+    """On GPU out-of-memory, halve the micro-batch (doubling accumulation: the same examples per
+    optimizer step) and retry the step, at most this many times in a run (0: fail at once)."""
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", "epochs must be >= 1")
@@ -109,6 +113,7 @@ class TrainArgs:
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
                f"unknown device {self.device!r}", "use auto, cpu or cuda")
         _check(self.log_every >= 1, "log_every", "log_every must be >= 1")
+        _check(0 <= self.oom_retries <= 16, "oom_retries", "oom_retries must be in 0..16")
 
 
 class _GradientMethod:
@@ -119,18 +124,20 @@ class _GradientMethod:
 
     def fit(self, task: "Task", train: Sequence["Example"], dev: Sequence["Example"], *,
             model: "str | LoadedModel" = DEFAULT_MODEL, args: TrainArgs | None = None,
-            out_dir: str | Path | None = None, resume: bool = False, prompt: Any = None) -> "Adapted":
+            out_dir: str | Path | None = None, resume: bool = False, prompt: Any = None,
+            load_options: Mapping[str, Any] | None = None) -> "Adapted":
         """Fine-tune ``model`` on ``train`` (early stopping / best checkpoint on ``dev``).
 
         ``out_dir`` holds resumable checkpoints (a temporary folder when None); ``resume=True``
         continues from the newest checkpoint there. ``prompt`` (a `ZeroShotConfig` or its options)
-        sets the prompt format trained on. Returns a `FinetunedAdapted`; a `LoadedModel` passed as
-        ``model`` is copied, never modified.
+        sets the prompt format trained on. ``load_options`` go to `adaptlab.models.load_model` when
+        ``model`` is a name (``trust_remote_code``, ``allow_pickle``). Returns a `FinetunedAdapted`;
+        a `LoadedModel` passed as ``model`` is copied, never modified.
         """
         from adaptlab.finetuning.methods import fit_gradient_method
 
         return fit_gradient_method(self, task, train, dev, model=model, args=args or TrainArgs(),
-                                   out_dir=out_dir, resume=resume, prompt=prompt)
+                                   out_dir=out_dir, resume=resume, prompt=prompt, load_options=load_options)
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.name, **dataclasses.asdict(self)}  # type: ignore[call-overload]
@@ -262,10 +269,33 @@ METHODS: dict[str, type] = {c.name: c for c in (LoraConfig, IA3Config, PromptTun
                                                  EmbeddingProbeConfig)}
 
 
+def _typed(value: Any, f: dataclasses.Field, owner: str) -> Any:
+    """A non-string option value (from YAML) checked against the field's annotation."""
+    typ = str(f.type)
+    base = typ.split("|")[0].strip()
+    if value is None:
+        ok = "None" in typ
+    elif base == "bool":
+        ok = isinstance(value, bool)
+    elif base == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        value = float(value) if ok else value
+    elif base.startswith("tuple"):
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    else:  # str and Literal[...] fields: the dataclass validates the value itself
+        ok = isinstance(value, str)
+    if not ok:
+        raise ConfigError(f"invalid value {value!r} for {owner} option '{f.name}' ({typ})", field=f.name)
+    return value
+
+
 def _coerce(value: Any, f: dataclasses.Field, owner: str) -> Any:
-    """Convert CLI strings ("8", "true", "q_proj,v_proj", "null") to the field's type."""
+    """Convert CLI strings ("8", "true", "q_proj,v_proj", "null") to the field's type; check other values."""
     if not isinstance(value, str):
-        return tuple(value) if isinstance(value, list) else value
+        return _typed(value, f, owner)
     typ = str(f.type)
     low = value.strip().lower()
     if low in ("none", "null") and "None" in typ:
@@ -282,7 +312,10 @@ def _coerce(value: Any, f: dataclasses.Field, owner: str) -> Any:
         if typ.startswith("int"):
             return int(value)
         if typ.startswith("float"):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
     except ValueError:
         raise ConfigError(f"invalid value {value!r} for {owner} option '{f.name}' ({typ})",
                           field=f.name) from None
@@ -306,7 +339,7 @@ def build_configs(method: str, options: Mapping[str, Any] | None = None) -> tupl
         elif key in t_fields and cls is not EmbeddingProbeConfig:
             t_kwargs[key] = _coerce(value, t_fields[key], "training")
         elif key == "seed":
-            t_kwargs[key] = int(value)
+            t_kwargs[key] = _coerce(value, t_fields["seed"], "training")
         else:
             valid = set(m_fields) | (set(t_fields) if cls is not EmbeddingProbeConfig else {"seed"})
             raise unknown_key_error(key, valid, what=f"{method} option")

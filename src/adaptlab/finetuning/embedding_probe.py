@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 import adaptlab
-from adaptlab.adapted import ARTIFACT_FILE, Prediction, register_artifact, render_input, write_json_atomic
+from adaptlab.adapted import (ARTIFACT_FILE, Prediction, artifact_path, register_artifact, render_input,
+                              write_json_atomic)
 from adaptlab.errors import AdaptlabError, ConfigError, DataError
 from adaptlab.lm.base import Usage
 
@@ -216,12 +217,17 @@ def fit_probe(cfg: "EmbeddingProbeConfig", task: "Task", train: Sequence["Exampl
 
 def load_probe(directory: Path, data: dict[str, Any]) -> EmbeddingProbeAdapted:
     """Loader for ``kind: embedding_probe`` artifacts."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     path = directory / ARTIFACT_FILE
+    weights_path = artifact_path(directory, data.get("weights", WEIGHTS_FILE), field="weights")
+    try:
+        weights = load_file(str(weights_path))
+    except (OSError, ValueError, SafetensorError) as e:
+        raise AdaptlabError(f"cannot read the probe weights: {e}", file=weights_path, field="weights") from None
     try:
         task = data["task"]
-        weights = load_file(str(directory / str(data.get("weights", WEIGHTS_FILE))))
         return EmbeddingProbeAdapted(
             model_name=data["model"], task_name=task["name"],
             labels=[(str(x["key"]), str(x["verbalizer"])) for x in task["labels"]],

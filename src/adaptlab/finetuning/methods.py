@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -161,14 +161,15 @@ def scoring_model(model: Any, method: str) -> "torch.nn.Module":
 
 
 # ----------------------------------------------------------------------------- fit
-def resolve_loaded(model: "str | LoadedModel") -> "LoadedModel":
-    """Load ``model`` by name, or deep-copy a `LoadedModel` (fine-tuning must not touch the caller's)."""
+def resolve_loaded(model: "str | LoadedModel", **load_options: Any) -> "LoadedModel":
+    """Load ``model`` by name (``load_options`` go to `load_model`), or deep-copy a `LoadedModel`
+    (fine-tuning must not touch the caller's)."""
     from adaptlab.models import LoadedModel, load_model
 
     if isinstance(model, LoadedModel):
         return LoadedModel(name=model.name, model=copy.deepcopy(model.model), tokenizer=model.tokenizer,
                            device=model.device, dtype=model.dtype, path=model.path)
-    return load_model(model)
+    return load_model(model, **load_options)
 
 
 def dev_scorer(prompt: "PromptAdapted", task: "Task", dev: Sequence["Example"], tokenizer: Any,
@@ -189,7 +190,8 @@ def dev_scorer(prompt: "PromptAdapted", task: "Task", dev: Sequence["Example"], 
 
 def fit_gradient_method(cfg: Any, task: "Task", train: Sequence["Example"], dev: Sequence["Example"], *,
                         model: "str | LoadedModel", args: TrainArgs, out_dir: str | Path | None = None,
-                        resume: bool = False, prompt: Any = None) -> "FinetunedAdapted":
+                        resume: bool = False, prompt: Any = None,
+                        load_options: Mapping[str, Any] | None = None) -> "FinetunedAdapted":
     """Fine-tune with ``cfg`` on ``train`` and return the `FinetunedAdapted` (model in memory)."""
     from adaptlab.finetuning.adapted import FinetunedAdapted
     from adaptlab.finetuning.recipe import Recipe
@@ -197,7 +199,7 @@ def fit_gradient_method(cfg: Any, task: "Task", train: Sequence["Example"], dev:
 
     if not train:
         raise DataError("no training examples", field="n_train")
-    loaded = resolve_loaded(model)  # on CPU; accelerate moves it to the training device
+    loaded = resolve_loaded(model, **(load_options or {}))  # on CPU; accelerate moves it to the device
     tok = loaded.tokenizer
     zs = zero_shot_prompt(task, loaded.name, prompt)
     generation = task.type == "generation"

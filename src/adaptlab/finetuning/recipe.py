@@ -12,6 +12,8 @@ tuning, or everything) on encoded (context, answer) pairs with an answer-only lo
   the task metric through the same LM scoring path as prompting. Early stopping and keeping the best
   weights follow the dev metric (dev loss when there is no scorer).
 * Resumable checkpoints every ``save_every`` steps (`adaptlab.finetuning.checkpoint`).
+* GPU out-of-memory in a step halves the micro-batch and retries that step (`run_with_memory_backoff`):
+  the optimizer step sees the same examples with the same loss weights, so the run goes on unchanged.
 
 Cost accounting (FLOPs, Kaplan et al. 2020 approximation, attention's context term ignored), with
 ``N`` the model's parameters, ``T`` the trainable ones and tokens counted without padding (prompt
@@ -26,6 +28,7 @@ tuning's virtual tokens included):
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -42,6 +45,7 @@ from adaptlab.finetuning.batching import IGNORE_INDEX, Encoded, LengthGroupedBat
 from adaptlab.finetuning.checkpoint import (latest_checkpoint, load_checkpoint, load_trainable,
                                             read_trainable, save_checkpoint, save_trainable)
 from adaptlab.finetuning.configs import TrainArgs
+from adaptlab.finetuning.memory import run_with_memory_backoff
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +57,6 @@ FLOPS_FORMULA = ("train FLOPs ~= tokens x (6N) for full fine-tuning, tokens x (4
 
 DevScorer = Callable[["torch.nn.Module"], float]
 """Scores a model on the dev split with the task metric (higher is better)."""
-
 
 @dataclass
 class TrainState:
@@ -77,6 +80,9 @@ class TrainState:
     stopped_early: bool = False
     resumed_from: list[int] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    micro_batch_size: int | None = None
+    """Set once out-of-memory has shrunk the micro-batch below ``batch_size`` (kept on resume)."""
+    oom_halvings: int = 0
 
 
 @dataclass
@@ -244,9 +250,35 @@ class Recipe:
         return {k: v.to(self.accelerator.device) for k, v in batch.items()}
 
     def _step(self, group: list[list[int]]) -> tuple[float, int, int]:
-        """One optimizer step over a group of micro-batches; returns (loss, tokens, padded tokens)."""
+        """One optimizer step over a group of micro-batches; returns (loss, tokens, padded tokens).
+
+        Single process: out of memory retries the step with smaller micro-batches (same examples)."""
+        st, args = self.state, self.args
+        size = st.micro_batch_size or args.batch_size
+        if self.accelerator.num_processes > 1:  # one rank retrying alone would desynchronise DDP
+            return self._step_at(group, size)
+        result, used = run_with_memory_backoff(lambda s: self._step_at(group, s), size,
+                                               max_halvings=args.oom_retries - st.oom_halvings,
+                                               on_oom=self._free_after_oom)
+        if used != size:
+            st.micro_batch_size = used
+        return result
+
+    def _free_after_oom(self, old: int, new: int) -> None:
+        """Drop the failed attempt's gradients and cached blocks before retrying smaller."""
+        import torch
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.oom_halvings += 1
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _step_at(self, group: list[list[int]], micro: int) -> tuple[float, int, int]:
+        """`_step` with every micro-batch of the group cut into pieces of at most ``micro`` examples."""
         acc, model = self.accelerator, self.model
-        batches = [self._collate(b, self.train_data) for b in group]
+        pieces = [b[i:i + micro] for b in group for i in range(0, len(b), micro)]
+        batches = [self._collate(b, self.train_data) for b in pieces]
         n_target = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches]
         total = max(sum(n_target), 1)
         loss_sum = 0.0
@@ -341,7 +373,7 @@ class Recipe:
         acc = self.accelerator
         model = acc.unwrap_model(self.model)
         order = sorted(range(len(self.dev_data)), key=lambda i: len(self.dev_data[i]))
-        bs = self.args.batch_size
+        bs = self.state.micro_batch_size or self.args.batch_size
         batches = [order[i:i + bs] for i in range(0, len(order), bs)][acc.process_index::acc.num_processes]
         total = torch.zeros(2, device=acc.device, dtype=torch.float64)
         model.eval()
@@ -419,6 +451,8 @@ class Recipe:
             "stopped_early": st.stopped_early,
             "best_step": st.best_step,
             "resumed_from": st.resumed_from,
+            "micro_batch_size": st.micro_batch_size or self.args.batch_size,
+            "oom_halvings": st.oom_halvings,
         }
         return TrainResult(state=st, cost=cost, final_dev=final)
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import adaptlab
 from adaptlab.adapted import write_json_atomic
-from adaptlab.errors import AdaptlabError, ConfigError
+from adaptlab.errors import AdaptlabError, ConfigError, DataError
 from adaptlab.finetuning.checkpoint import list_checkpoints
 from adaptlab.finetuning.configs import DEFAULT_MODEL, EmbeddingProbeConfig, build_configs
 
@@ -56,17 +56,21 @@ def run_finetune(task: "str | Path | Task", model_name: str = DEFAULT_MODEL, met
                  n_train: int | None = 256, epochs: int = 3, out_dir: str | Path, seed: int = 0,
                  options: Mapping[str, Any] | None = None, prompt: Mapping[str, Any] | None = None,
                  split: str = "test", limit: int | None = None, merge: bool = False, resume: bool = False,
-                 progress: bool = True, keep_checkpoints: bool = False) -> "EvalResult | None":
+                 progress: bool = True, keep_checkpoints: bool = False, trust_remote_code: bool = False,
+                 allow_pickle: bool = False) -> "EvalResult | None":
     """Fine-tune ``model_name`` on ``task`` with ``method`` and evaluate it on ``split``.
 
     ``n_train``: training examples (a seeded, label-stratified nested subset; None: all).
     ``options``: method and training fields (`LoraConfig`, `TrainArgs`, ...; unknown keys fail).
     ``prompt``: `ZeroShotConfig` options of the prompt format trained on (same as `adaptlab prompt`).
     ``limit``: evaluate a seeded subset of that many examples. ``merge``: also write ``merged/``.
-    ``resume``: continue from the newest checkpoint in ``out_dir``. Returns the `EvalResult`
+    ``resume``: continue from the newest checkpoint in ``out_dir``. ``trust_remote_code`` /
+    ``allow_pickle``: let `load_model` run a model folder's own code / read pickle weights (trusted
+    sources only; both off by default). Returns the `EvalResult`
     (None on non-main processes of a multi-process run, which only train).
     """
-    from adaptlab.data import load_splits, nested_subsets
+    from adaptlab.adapted import prepare_output_dir
+    from adaptlab.data import absent_labels, check_examples, load_splits, nested_subsets
     from adaptlab.prompting.artifact import seeded_sample
     from adaptlab.tasks import load_task
 
@@ -87,14 +91,43 @@ def run_finetune(task: "str | Path | Task", model_name: str = DEFAULT_MODEL, met
         raise ConfigError(f"{out} holds checkpoints of an earlier run", field="out_dir",
                           hint="pass resume=True (--resume) to continue it, or choose another folder")
 
+    if method != "embedding_probe":
+        from adaptlab.models import check_model_name
+
+        check_model_name(model_name)  # a wrong name fails now, not after reading the data
+    prepare_output_dir(out)
     splits = load_splits(task_obj, seed=seed)
+    train_file = task_obj.resolve_path(task_obj.data.train.path) if (
+        task_obj.data.train is not None and task_obj.data.train.path) else task_obj.source
+    if not splits.train:
+        raise DataError("fine-tuning needs training examples and the task has none", file=task_obj.source,
+                        field="data.train")
+    if n_train is not None and n_train > len(splits.train):
+        carved = f" ({len(splits.dev)} went to the carved dev split)" if task_obj.data.dev is None and splits.dev else ""
+        raise DataError(f"n_train {n_train} is larger than the {len(splits.train)} training examples{carved}",
+                        file=train_file, field="n_train", hint=f"use --n-train {len(splits.train)} or less")
+    check_examples(task_obj, splits.train, "train")
+    check_examples(task_obj, splits.dev, "dev")
+    absent = absent_labels(task_obj, splits.train)
+    if absent:
+        raise DataError(f"label '{absent[0]}' has no training examples" + (
+            f" (nor {', '.join(absent[1:])})" if len(absent) > 1 else ""), file=train_file, field="labels",
+            hint="a fine-tuned model cannot learn a class it never sees: add examples or remove the label")
     label_of = task_obj.label_of if task_obj.type == "classification" else None
     train = (nested_subsets(splits.train, [n_train], seed=seed, label_of=label_of)[n_train]
              if n_train is not None else list(splits.train))
+    missing = absent_labels(task_obj, train)
+    if missing:
+        log.warning("the %d-example training subset has no example of %d label(s) (%s); a larger n_train "
+                    "covers every label", len(train), len(missing), ", ".join(missing))
     examples = seeded_sample(splits[split], limit, seed)
+    if not examples:
+        raise DataError(f"no {split} examples to evaluate", file=task_obj.source, field=f"data.{split}")
+    check_examples(task_obj, examples, split, unique_ids=True)  # before training, not after
     return finetune_examples(task_obj, train, splits.dev, examples, model_name, method, cfg=cfg, args=args,
                              out_dir=out, seed=seed, options=options, prompt=prompt, split=split, limit=limit,
-                             merge=merge, resume=resume, progress=progress, keep_checkpoints=keep_checkpoints)
+                             merge=merge, resume=resume, progress=progress, keep_checkpoints=keep_checkpoints,
+                             trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
 
 
 def finetune_examples(task: "Task", train: Sequence["Example"], dev: Sequence["Example"],
@@ -102,7 +135,8 @@ def finetune_examples(task: "Task", train: Sequence["Example"], dev: Sequence["E
                       out_dir: str | Path, seed: int = 0, options: Mapping[str, Any] | None = None,
                       prompt: Mapping[str, Any] | None = None, split: str = "test", limit: int | None = None,
                       merge: bool = False, resume: bool = False, progress: bool = True,
-                      keep_checkpoints: bool = False) -> "EvalResult | None":
+                      keep_checkpoints: bool = False, trust_remote_code: bool = False,
+                      allow_pickle: bool = False) -> "EvalResult | None":
     """Fine-tune on the given ``train``/``dev`` examples and evaluate on ``examples`` (what
     `run_finetune` does after choosing them; the compare runner calls this with its shared subsets).
     ``cfg``/``args`` come from `build_configs`. Writes the artifact, metrics, config and card to ``out_dir``."""
@@ -115,7 +149,8 @@ def finetune_examples(task: "Task", train: Sequence["Example"], dev: Sequence["E
         adapted: Any = cfg.fit(task_obj, train, dev, seed=seed)
     else:
         adapted = cfg.fit(task_obj, train, dev, model=model_name, args=args, out_dir=out,
-                          resume=resume, prompt=prompt)
+                          resume=resume, prompt=prompt,
+                          load_options={"trust_remote_code": trust_remote_code, "allow_pickle": allow_pickle})
         if not adapted.is_main_process:
             return None
     if isinstance(cfg, EmbeddingProbeConfig):

@@ -127,6 +127,11 @@ class APIConfig:
         return cls(**data)
 
 
+def _count(value: Any) -> int:
+    """A usage token count as reported, 0 when missing or not a count."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def _normalise(text: str) -> str:
     return " ".join(text.split()).casefold()
 
@@ -267,9 +272,9 @@ class APILM:
                            hint="is the server running and reachable?" if transport else None)
 
     def _account(self, body: dict[str, Any]) -> tuple[int, int]:
-        usage = body.get("usage") or {}
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
+        usage = body.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
         with self._lock:
             self.usage.requests += 1
             self.usage.prompt_tokens += prompt
@@ -361,13 +366,28 @@ class APILM:
         if cfg.mode == "chat":
             payload["messages"] = [{"role": "user", "content": prompt}]
             body = self._post(f"{cfg.base_url}/chat/completions", payload)
-            text = self._choice(body).get("message", {}).get("content") or ""
+            message = self._choice(body).get("message")
+            text = self._text(message.get("content") if isinstance(message, dict) else None, "message.content")
         else:
             payload["prompt"] = prompt
             body = self._post(f"{cfg.base_url}/completions", payload)
-            text = self._choice(body).get("text") or ""
+            text = self._text(self._choice(body).get("text"), "text")
         self._account(body)
         return _cut_at_stop(text, stop)
+
+    def _text(self, value: Any, what: str) -> str:
+        """A completion's text field: a string (missing: empty), anything else is a BackendError."""
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise BackendError(f"API server {self.config.base_url} returned a non-text {what}: {str(value)[:80]}")
+        return value
+
+    def _logprobs(self, body: dict[str, Any]) -> dict[str, Any]:
+        lp = self._choice(body).get("logprobs")
+        if lp is not None and not isinstance(lp, dict):
+            raise BackendError(f"API server {self.config.base_url} returned malformed logprobs: {str(lp)[:80]}")
+        return lp or {}
 
     def _choice(self, body: dict[str, Any]) -> dict[str, Any]:
         choices = body.get("choices")
@@ -419,9 +439,12 @@ class APILM:
             body = self._post(f"{cfg.base_url}/completions", {
                 "model": cfg.model, "prompt": cfg.bos_text + probe, "max_tokens": 1,
                 "temperature": 0.0, "logprobs": 1}, retry_statuses=no_500)
-            lp = self._choice(body).get("logprobs") or {}
-            generated, expected = (lp.get("tokens") or [""])[0], (lp.get("token_logprobs") or [None])[0]
-            if expected is None or not generated:
+            lp = self._logprobs(body)
+            tokens, values = lp.get("tokens"), lp.get("token_logprobs")
+            generated = tokens[0] if isinstance(tokens, list) and tokens else ""
+            expected = values[0] if isinstance(values, list) and values else None
+            if not isinstance(expected, (int, float)) or isinstance(expected, bool) or not isinstance(
+                    generated, str) or not generated:
                 reason = "no logprobs for generated tokens"
             else:
                 got = self._continuation_logprob(probe, generated, self._echo_body(
@@ -452,11 +475,18 @@ class APILM:
         Tokens are located by ``text_offset``: a token belongs to the continuation when it covers
         any of its characters. Offsets may start at the BOS text or after it (servers differ).
         """
-        lp = self._choice(body).get("logprobs") or {}
+        lp = self._logprobs(body)
         tokens, offsets, values = lp.get("tokens"), lp.get("text_offset"), lp.get("token_logprobs")
         if not tokens or offsets is None or values is None:
             raise BackendError(f"API server {self.config.base_url} returned no echo logprobs",
                                hint="use logprobs='off' for servers without echo support")
+        if not (isinstance(tokens, list) and isinstance(offsets, list) and isinstance(values, list)
+                and len(tokens) == len(offsets) == len(values)
+                and all(isinstance(t, str) for t in tokens)
+                and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+                and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values)):
+            raise BackendError(f"API server {self.config.base_url} returned malformed echo logprobs "
+                               "(tokens, text_offset and token_logprobs must be aligned lists)")
         bos = self.config.bos_text
         ctx_start = offsets[0] + (len(bos) if bos and "".join(tokens).startswith(bos) else 0)
         cont_start, cont_end = ctx_start + len(context), ctx_start + len(context) + len(cont)
@@ -497,7 +527,7 @@ class APILM:
                    "max_tokens": cfg.fallback_max_tokens}
         body = self._post(f"{cfg.base_url}/completions", payload)
         prompt_tokens, _ = self._account(body)
-        generated = _normalise(self._choice(body).get("text") or "")
+        generated = _normalise(self._text(self._choice(body).get("text"), "text"))
         matches = [(len(_normalise(c)), i) for i, c in enumerate(request.continuations)
                    if _normalise(c) and generated.startswith(_normalise(c))]
         best = max(matches)[1] if matches else None

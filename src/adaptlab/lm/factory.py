@@ -10,8 +10,8 @@ from adaptlab.lm.base import LM
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["hf", "api"]
-BACKENDS = ("hf", "api")
+Backend = Literal["hf", "api", "vllm"]
+BACKENDS = ("hf", "api", "vllm")
 
 
 def build_lm(
@@ -25,18 +25,25 @@ def build_lm(
     api_key_env: str = "OPENAI_API_KEY",
     api_mode: str = "completions",
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> LM:
     """The LM every strategy scores through.
 
     ``hf``: the model's weights loaded locally (`adaptlab.models.load_model`) behind the prefix-cached
-    scoring engine. ``api``: an OpenAI-compatible server at ``base_url`` serving ``model``; the key is
-    read from the environment variable ``api_key_env`` at request time and never stored.
+    scoring engine; ``trust_remote_code`` / ``allow_pickle`` (both off by default) let a model folder
+    run its own code / load pickle weights. ``api``: an OpenAI-compatible server at ``base_url``
+    serving ``model``; the key is read from the environment variable ``api_key_env`` at request time
+    and never stored. ``vllm``: a vLLM engine on a CUDA GPU (optional extra) for large models and big
+    evaluation sets.
     """
     if backend == "hf":
-        from adaptlab.lm.hf import HFLM
-        from adaptlab.models import load_model
+        from adaptlab.models import check_model_name, load_model
 
-        loaded = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        check_model_name(model)  # before HFLM imports torch
+        from adaptlab.lm.hf import HFLM
+
+        loaded = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                            allow_pickle=allow_pickle)
         return HFLM.from_loaded(loaded, batch_size=batch_size)
     if backend == "api":
         from adaptlab.lm.api import APIConfig, APILM
@@ -49,6 +56,13 @@ def build_lm(
         bos_text = "<|im_start|>" if model.startswith("smollm2") else ""
         return APILM(APIConfig(base_url=base_url, model=model, api_key_env=api_key_env, mode=api_mode,
                                bos_text=bos_text))
+    if backend == "vllm":
+        from adaptlab.lm.vllm import VLLMLM
+        from adaptlab.models import ensure_converted
+
+        path = str(ensure_converted()) if model == "smollm2-135m-instruct" else model
+        return VLLMLM(path, dtype="auto" if dtype == "float32" else dtype, trust_remote_code=trust_remote_code,
+                      name=model)
     from adaptlab.errors import closest
 
     guess = closest(backend, BACKENDS)

@@ -1,0 +1,123 @@
+"""Shared benchmark helpers: the machine's matmul peak, model FLOPs utilisation (MFU) and peak memory.
+
+MFU is achieved model FLOPs per second over the measured matmul peak of this machine at the same thread
+count and dtype. Model FLOPs follow the usual convention: ``2 * N`` per token for a forward pass and
+``6 * N`` per token for a training step, with ``N`` the non-embedding parameters (the embedding lookup
+is not a matmul, and adaptlab runs the output layer only at the few positions it reads). Attention
+score FLOPs (``~4 * layers * context * hidden`` per token, ~10% at 300-token contexts on SmolLM2-135M)
+are not counted, so MFU slightly under-states the work done.
+
+    python benchmarks/_hw.py --threads 2          # print the matmul peak (float32 and bfloat16)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import time
+from typing import Any
+
+DEFAULT_SIZES = {"float32": 2048, "bfloat16": 512}
+"""Square matrix size per dtype: bfloat16 matmul without avx512_bf16/AMX is ~100x slower, so smaller."""
+
+
+def cpu_flags() -> set[str]:
+    """CPU feature flags from /proc/cpuinfo (empty where it does not exist)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def bf16_hardware() -> list[str]:
+    """The bfloat16 matmul features this CPU has (``avx512_bf16``, ``amx_bf16``); empty: emulated."""
+    return sorted(cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile"})
+
+
+def matmul_peak(dtype: str = "float32", *, size: int | None = None, repeats: int = 5,
+                threads: int | None = None) -> dict[str, Any]:
+    """Median GFLOP/s of ``torch.matmul`` on two random ``size x size`` matrices (after one warm-up).
+
+    ``threads`` sets ``torch.set_num_threads`` for the measurement and restores it afterwards.
+    """
+    import torch
+
+    size = size or DEFAULT_SIZES[dtype]
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(size, size, generator=gen).to(getattr(torch, dtype))
+        b = torch.randn(size, size, generator=gen).to(getattr(torch, dtype))
+        torch.matmul(a, b)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            times.append(time.perf_counter() - start)
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old)
+    seconds = statistics.median(times)
+    return {"dtype": dtype, "size": size, "threads": used, "repeats": repeats, "seconds": seconds,
+            "gflops": 2 * size**3 / seconds / 1e9}
+
+
+def non_embedding_params(model: Any) -> int:
+    """Parameters of ``model`` outside its input/output embedding matrices (counted once if tied)."""
+    skip = set()
+    for get in ("get_input_embeddings", "get_output_embeddings"):
+        module = getattr(model, get, lambda: None)()
+        if module is not None and getattr(module, "weight", None) is not None:
+            skip.add(id(module.weight))
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) in seen or id(p) in skip:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+def mfu(flops: float, seconds: float, peak_gflops: float) -> float:
+    """Model FLOPs utilisation: ``flops / seconds`` over the peak (GFLOP/s), as a fraction."""
+    return flops / seconds / (peak_gflops * 1e9) if seconds > 0 and peak_gflops > 0 else float("nan")
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident set size in MB of this process (or of its waited-for children, the largest one)."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def thread_info() -> dict[str, Any]:
+    """torch's intra-op threads, OMP_NUM_THREADS and the CPU count (for the record)."""
+    import torch
+
+    return {"torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+            "cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Matmul peak of this machine (median GFLOP/s).")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--size", type=int, default=None, help="square size (default 2048 fp32, 512 bf16)")
+    args = parser.parse_args(argv)
+    print(f"bfloat16 matmul hardware: {', '.join(bf16_hardware()) or 'none (emulated, slow)'}")
+    for dtype in ("float32", "bfloat16"):
+        r = matmul_peak(dtype, size=args.size, repeats=args.repeats, threads=args.threads)
+        print(f"{dtype:<9} {r['size']}x{r['size']} {r['threads']} threads: {r['gflops']:.1f} GFLOP/s "
+              f"(median of {r['repeats']}, {r['seconds'] * 1e3:.1f} ms each)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
