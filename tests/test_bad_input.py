@@ -383,3 +383,99 @@ def test_data_errors_are_raised_before_the_model_is_built(tmp_path: Path) -> Non
                    out_dir=tmp_path / "o")
     assert info.value.line == 4 and info.value.file == str(tmp_path / "test.jsonl")
     assert built == []  # the model was never built
+
+
+# ------------------------------------------------------------------------------------------------
+# out of GPU memory: halve the micro-batch, keep the optimizer step's examples, retry (bounded)
+# ------------------------------------------------------------------------------------------------
+
+def _fake_step(cap: int, group: list[int], seen: list[list[int]]):
+    """A step over ``group`` in micro-batches; "CUDA out of memory" when a micro-batch exceeds ``cap``."""
+    def step(micro: int) -> int:
+        pieces = [group[i:i + micro] for i in range(0, len(group), micro)]
+        if max(len(p) for p in pieces) > cap:
+            raise RuntimeError(f"CUDA out of memory. Tried to allocate {micro} GiB")
+        seen.append([len(p) for p in pieces])
+        return sum(sum(p) for p in pieces)
+    return step
+
+
+def test_oom_policy_halves_the_micro_batch_and_keeps_the_step(caplog) -> None:
+    from adaptlab.finetuning.memory import run_with_memory_backoff
+
+    caplog.set_level(logging.WARNING)
+    group, seen, freed = list(range(16)), [], []
+    result, micro = run_with_memory_backoff(_fake_step(3, group, seen), 16, max_halvings=5,
+                                            on_oom=lambda old, new: freed.append((old, new)))
+    assert micro == 2 and freed == [(16, 8), (8, 4), (4, 2)]
+    assert result == sum(group) and seen == [[2] * 8]  # same 16 examples, 8x the accumulation
+    assert "retrying the step with micro-batches of 2, i.e. 8x the gradient accumulation" in caplog.text
+    _, micro = run_with_memory_backoff(_fake_step(3, list(range(7)), []), 7, max_halvings=5)
+    assert micro == 2  # odd sizes round up: 7 -> 4 -> 2
+
+
+def test_oom_policy_is_bounded_and_passes_other_errors_through() -> None:
+    import torch
+
+    from adaptlab.errors import ResourceError
+    from adaptlab.finetuning.memory import is_out_of_memory, run_with_memory_backoff
+
+    calls: list[int] = []
+
+    def always_oom(micro: int) -> None:
+        calls.append(micro)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    with pytest.raises(ResourceError) as info:
+        run_with_memory_backoff(always_oom, 64, max_halvings=2)
+    assert calls == [64, 32, 16] and info.value.field == "batch_size"
+    assert "after 2 halving(s)" in str(info.value) and "gradient_checkpointing" in str(info.value)
+    calls.clear()
+    with pytest.raises(ResourceError, match="micro-batches of 1"):
+        run_with_memory_backoff(always_oom, 1, max_halvings=5)
+    assert calls == [1]
+
+    def broken(micro: int) -> None:
+        calls.append(micro)
+        raise ValueError("shape mismatch")
+
+    calls.clear()
+    with pytest.raises(ValueError):
+        run_with_memory_backoff(broken, 8, max_halvings=5)
+    assert calls == [8]
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory")) and not is_out_of_memory(MemoryError())
+
+
+def test_training_under_a_memory_cap_matches_training_without_one(tiny_loaded, tmp_path: Path, caplog) -> None:
+    """The real recipe with a simulated GPU that cannot fit more than 2 sequences at once."""
+    import torch
+    from fakes import TRAIN_ROWS, make_examples, sentiment_task
+
+    from adaptlab.finetuning.configs import LoraConfig, TrainArgs
+
+    task = sentiment_task(labels={"0": "negative", "1": "positive"})
+    train = make_examples(TRAIN_ROWS)
+    args = TrainArgs(batch_size=8, max_steps=2, learning_rate=1e-2, eval_metric=False, progress=False,
+                     save_every=0, log_every=1, device="cpu")
+    lora = LoraConfig(dropout=0.0)  # dropout masks would depend on how the batch is cut
+    free = lora.fit(task, train, [], model=tiny_loaded, args=args, out_dir=tmp_path / "free")
+
+    def cap(module, a, kwargs):
+        ids = kwargs.get("input_ids", a[0] if a else None)
+        if ids is not None and ids.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated cap of 2 sequences)")
+
+    hook = tiny_loaded.model.model.register_forward_pre_hook(cap, with_kwargs=True)
+    caplog.set_level(logging.WARNING)
+    try:
+        capped = lora.fit(task, train, [], model=tiny_loaded, args=args, out_dir=tmp_path / "capped")
+    finally:
+        hook.remove()
+    assert capped.train_cost["micro_batch_size"] == 2 and capped.train_cost["oom_halvings"] == 2
+    assert free.train_cost["micro_batch_size"] == 8 and free.train_cost["oom_halvings"] == 0
+    assert capped.train_cost["tokens"] == free.train_cost["tokens"]  # the same examples per step
+    losses = [[h["loss"] for h in a.history if "loss" in h] for a in (free, capped)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    weights = [{k: v for k, v in a.model.state_dict().items() if "lora" in k} for a in (free, capped)]
+    assert weights[0] and all(torch.allclose(weights[0][k], weights[1][k], atol=1e-5) for k in weights[0])
+    assert "out of memory with micro-batches of 8" in caplog.text

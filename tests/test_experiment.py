@@ -266,3 +266,12 @@ def test_yaml_snippet_from_the_docs_parses(tmp_path: Path) -> None:
     """)
     cfg = load_experiment(_write(tmp_path, text))
     assert [c.n_train for c in expand_cells(cfg, 100)] == [0, 4]
+
+
+def test_run_with_impossible_sizes_fails_before_creating_the_run_folder(tmp_path: Path) -> None:
+    from adaptlab.experiment import run_experiment
+
+    cfg = load_experiment(_write(tmp_path, BASE.replace("train_sizes: [16, 64, all]", "train_sizes: [16, 4096]")))
+    with pytest.raises(DataError, match="4096 exceeds the 525 training examples"):
+        run_experiment(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -146,7 +146,8 @@ def test_a_server_quoting_the_key_back_is_redacted(cli, tmp_path: Path, monkeypa
     try:
         monkeypatch.setenv("ADAPTLAB_TEST_KEY", PLANTED_KEY)
         out = cli("prompt", str(small_task(tmp_path)), "--out", str(tmp_path / "o"), "--backend", "api",
-                  "--api-base", server.base_url, "--api-key-env", "ADAPTLAB_TEST_KEY", "--model", "fake", "--strategy", "zero_shot")
+                  "--api-base", server.base_url, "--api-key-env", "ADAPTLAB_TEST_KEY", "--model", "fake",
+                  "--strategy", "zero_shot")
     finally:
         server.close()
     assert server.requests and out.returncode == 1

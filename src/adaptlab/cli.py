@@ -30,6 +30,9 @@ err_console = Console(stderr=True)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TRUST_HELP = "Let a model folder run its own Python code (trusted sources only)."
+EXIT_CELLS_FAILED = 3
+"""`compare` / `demo` exit status when the run finished but some cells failed (1: a user error, 2: a
+command-line usage error from click, 130/143: interrupted)."""
 PICKLE_HELP = "Allow pickle (.bin) weights, which can run code when loaded (trusted sources only)."
 
 
@@ -243,13 +246,27 @@ def compare_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1,
                                         help="Evaluate every cell on a seeded sample of N test examples."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress display."),
+    executor: Optional[str] = typer.Option(None, "--executor",
+                                           help="Run cells here one by one (local) or as Ray tasks in parallel "
+                                                "(ray); default: the experiment's executor, else local."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="--executor ray: cells run at once."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="--executor ray: join this Ray cluster (default: start a "
+                                                   "local one); artifacts need RUN_DIR on a shared file system."),
 ) -> None:
-    """Run an experiment grid (prompting and fine-tuning cells) and compare them on the same test examples."""
+    """Run an experiment grid (prompting and fine-tuning cells) and compare them on the same test examples.
+
+    Exit status 3 when the run finished but some cells failed (all else is saved; --resume retries them).
+    """
     from adaptlab.experiment import load_experiment
+    from adaptlab.experiment.executors import executor_config
 
     cfg = load_experiment(experiment)
     if limit is not None:
         cfg = cfg.model_copy(update={"limit": limit})
+    if executor is not None or workers is not None or ray_address is not None:
+        cfg = cfg.model_copy(update={"executor": executor_config(cfg.executor, kind=executor, workers=workers,
+                                                                 address=ray_address)})
     _run_compare(cfg, out, resume=resume, mlflow=mlflow, progress=not no_progress)
 
 
@@ -270,99 +287,45 @@ def demo_cmd(
     task = cfg.resolve_task()
     console.print(f"[bold]Demo[/bold] {escape(task.name)} ({len(task.label_keys)} intents) on {escape(cfg.model)}: "
                   f"{', '.join(dict.fromkeys(s.name for s in cfg.strategies))} -> {escape(str(out))}")
-    _run_compare(cfg, out, resume=True, mlflow=False, progress=not no_progress)
+    _run_compare(cfg, out, resume=True, mlflow=False, progress=not no_progress, rerun="adaptlab demo")
 
 
-def _run_compare(cfg, out: Path, *, resume: bool, mlflow: bool, progress: bool) -> None:
-    """Run ``cfg`` into ``out`` and print the results table and the headline (exit 130/143 if interrupted)."""
+def _run_compare(cfg, out: Path, *, resume: bool, mlflow: bool, progress: bool, rerun: Optional[str] = None) -> None:
+    """Run ``cfg`` into ``out`` and print the results table and the headline (exit 130/143 if interrupted).
+    ``rerun``: the command that resumes (when not ``--resume``)."""
     from adaptlab.experiment.runner import RunInterrupted, run_experiment
 
     try:
         records = run_experiment(cfg, out, resume=resume, progress=progress, mlflow=mlflow)
     except RunInterrupted as exc:
-        err_console.print(f"[yellow]{escape(exc.one_line())}[/yellow]", highlight=False)
+        text = exc.one_line() if rerun is None else f"interrupted: {exc.saved} cells saved; run `{rerun}` to resume"
+        err_console.print(f"[yellow]{escape(text)}[/yellow]", highlight=False)
         raise typer.Exit(exc.exit_code) from None
+    from adaptlab.report.console import print_compare
     from adaptlab.store import RunStore
 
     store = RunStore(out, create=False)
     try:
-        _print_compare(records, cfg.scenario, store.predictions, title=f"{cfg.name}: {cfg.resolve_task().name} "
-                       f"on {cfg.model}")
+        print_compare(console, err_console, records, cfg.scenario, store.predictions,
+                      title=f"{cfg.name}: {cfg.resolve_task().name} on {cfg.model}")
     finally:
         store.close()
+    from adaptlab.report import build_report
+
+    paths = build_report(out, cfg.scenario)
+    rec = json.loads(paths.results_json.read_text(encoding="utf-8")).get("recommendation") or {}
+    if rec.get("headline"):
+        console.print(f"[bold]Recommendation[/bold] ({escape(str(rec.get('basis', 'measured')))}): "
+                      f"{escape(rec['headline'])}")
+    console.print(f"report: [bold]{escape(str(paths.html))}[/bold]  summary: {escape(str(paths.summary_md))}"
+                  + (f"  artifact to ship: {escape(str(paths.best_dir))}" if paths.best_dir else ""))
     console.print(f"run folder: [bold]{escape(str(out))}[/bold] (adaptlab.db, cells/)")
-
-
-def _print_compare(records: list, scenario, predictions, *, title: str) -> None:
-    """The per-variant results table and the prompt-vs-fine-tune headline with its break-even volume."""
-    from rich import box
-    from rich.table import Table
-
-    from adaptlab.experiment.runner import summarize
-
-    rows = summarize(records, scenario)
-    metric = rows[0].metric if rows else "metric"
-    table = Table(title=escape(title), box=box.SIMPLE_HEAD, caption=f"mean and sd over seeds; $ at "
-                  f"{_money(scenario.price_per_hour)}/hour; p50: median single-query latency")
-    table.add_column("variant", min_width=12)
-    for col in ("n", "seeds", metric, "± sd", "train s", "train $", "$/1k queries", "p50 ms"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        ok = r.seeds > 0
-        table.add_row(escape(r.variant), str(r.n_train), str(r.seeds) + (f" ({r.failed} failed)" if r.failed else ""),
-                      f"{r.mean:.3f}" if ok else "[red]failed[/red]", f"{r.std:.3f}" if ok else "-",
-                      f"{r.train_seconds:.1f}" if ok else "-", _money(r.train_dollars), _money(r.dollars_per_1k),
-                      f"{r.query_seconds * 1000:.0f}" if ok else "-")
-    console.print(table)
-    for rec in records:
-        if rec.status == "failed":
-            err_console.print(f"[red]failed[/red] {escape(rec.variant)} n={rec.n_train} seed={rec.seed}: "
-                              f"{escape(rec.error or '')}", highlight=False)
-    from adaptlab.analysis import analyze
-
-    analysis = analyze(records, predictions, scenario)
-    for line in _headline(analysis, scenario):
-        console.print(line)
-
-
-def _headline(analysis, scenario) -> list[str]:
-    """Best prompt vs best fine-tune: metric, $ per 1,000 queries, training $, break-even volume."""
-    bp, bf, be = analysis.best_prompt, analysis.best_finetune, analysis.break_even
-    metric = analysis.metric or "metric"
-    lines = []
-    for what, best in (("prompt", bp), ("fine-tune", bf)):
-        if best is None:
-            lines.append(f"Best {what}: none succeeded")
-            continue
-        per_1k = 1000 * sum(c.query_cost(scenario) for c in best.cells) / len(best.cells)
-        train = sum(c.train_cost(scenario) for c in best.cells) / len(best.cells)
-        lines.append(f"Best {what}: [bold]{escape(best.variant)}[/bold] (n={best.n_train}): {metric} "
-                     f"{best.mean:.3f} [{best.low:.3f}-{best.high:.3f}], {_money(per_1k)} per 1,000 queries, "
-                     f"training {_money(train)}")
-    if be is not None:
-        q = be.queries_dollars
-        if q is None:
-            lines.append("Break-even: never (the fine-tune is not cheaper per query than the prompt)")
-        elif q == 0:
-            lines.append("Break-even: from the first query (the fine-tune is no dearer to train or to serve)")
-        else:
-            months = q / scenario.queries_per_month if scenario.queries_per_month else float("inf")
-            lines.append(f"Break-even: fine-tuning pays for its training after [bold]{q:,.0f}[/bold] queries "
-                         f"({months:.2g} months at {scenario.queries_per_month:,.0f} queries/month)")
-    return lines
-
-
-def _money(x: Optional[float]) -> str:
-    """Dollars: ``$3.40``, and two significant digits below $1 (``$0.0012``)."""
-    import math
-
-    if x is None or not math.isfinite(x):
-        return "-"
-    if x == 0 or abs(x) >= 1:
-        return f"${x:,.2f}" if x else "$0"
-    if abs(x) < 1e-4:
-        return "<$0.0001"
-    return f"${x:.{max(2, 1 - math.floor(math.log10(abs(x))))}f}"
+    failed = sum(1 for r in records if r.status == "failed")
+    if failed:  # everything is written; a script must still see that the grid is incomplete
+        resume = rerun or "adaptlab compare ... --resume"
+        err_console.print(f"[red]{failed} of {len(records)} cells failed[/red] (reasons above); fix the cause and "
+                          f"run `{escape(resume)}` to retry only those", highlight=False)
+        raise typer.Exit(EXIT_CELLS_FAILED)
 
 
 @app.command("recommend")
@@ -480,6 +443,9 @@ def _human_bytes(n: Optional[int]) -> str:
 def main() -> None:
     """Console-script entry point: user errors become one line and a non-zero exit."""
     debug = "--debug" in sys.argv
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # adaptlab shows its own progress
     try:
         app()
     except AdaptlabError as exc:

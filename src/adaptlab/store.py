@@ -79,6 +79,20 @@ CREATE TABLE predictions (
 """
 
 
+TEST_SLOW_WRITE_ENV = "ADAPTLAB_TEST_SLOW_STORE_WRITE"
+"""Test hook: seconds `RunStore.put_cell` sleeps inside its transaction, before COMMIT, so a test can
+SIGKILL a run mid-write (tests/test_compare_faults.py). Unset (always, outside tests): no effect."""
+
+
+def _test_slow_write() -> None:
+    seconds = os.environ.get(TEST_SLOW_WRITE_ENV)
+    if seconds:
+        import time
+
+        log.debug("%s: sleeping %s s inside the cell write", TEST_SLOW_WRITE_ENV, seconds)
+        time.sleep(float(seconds))
+
+
 class RunLockedError(AdaptlabError):
     """Another process (another ``adaptlab compare``) holds the run directory's lock."""
 
@@ -334,6 +348,7 @@ class RunStore:
             conn.execute(f"INSERT INTO cells ({', '.join(_CELL_COLUMNS)}) VALUES ({marks})",
                          [values[c] for c in _CELL_COLUMNS])
             conn.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            _test_slow_write()
 
     def done_keys(self) -> set[str]:
         """Keys of the cells that finished (status "done"); failed cells are re-run on resume."""

@@ -7,6 +7,7 @@ so a re-run cell starts from scratch and reproduces an uninterrupted run exactly
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import shutil
@@ -143,3 +144,21 @@ def failed_record(cell: "Cell", error: BaseException, metric: str) -> CellRecord
                       seed=cell.seed, variant=cell.variant, status="failed", error=line, metric=metric,
                       extra={"cell": cell.payload})
 
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or an exception it wraps) is the disk or quota running out. Every later cell
+    would fail the same way, so the runner stops the run instead of recording the cell as failed."""
+    seen: set[int] = set()
+    exc: BaseException | None = error
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return True
+        if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):  # wrapped (torch, safetensors)
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -125,6 +125,91 @@ class StrategyEntry(_Base):
         return "prompt" if self.name in PROMPT_STRATEGIES else "finetune"
 
 
+EXECUTORS = ("local", "ray")
+
+
+class ExecutorConfig(_Base):
+    """How a run executes its cells (``executor:``; a bare ``executor: ray`` is short for ``{kind: ray}``).
+
+    Never part of a cell key: a cell's results are the same whichever executor runs it, so a run
+    started locally can be resumed on Ray and the other way round.
+    """
+
+    kind: Literal["local", "ray"] = "local"
+    """``local``: one cell after another in this process. ``ray``: each cell a Ray task, up to
+    ``workers`` at once (`adaptlab.experiment.executors`); needs ``pip install 'adaptlab[ray]'``."""
+    workers: int = 2
+    """ray: cells run at once; a local cluster gets ``workers x cpus_per_cell`` CPUs."""
+    address: str | None = None
+    """ray: an existing cluster (``auto``, ``HOST:6379``, ``ray://HOST:10001``); null starts a local one.
+    Workers on other machines must see RUN_DIR at the same path (a shared file system) for the artifacts."""
+    cpus_per_cell: float = 1
+    """ray: CPUs each cell reserves (and its worker's OMP_NUM_THREADS)."""
+    gpus_per_cell: float = 0
+    """ray: GPUs each cell reserves (a fraction shares one GPU between cells)."""
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, v: int) -> int:
+        if v < 1:
+            raise _Invalid("workers must be >= 1", hint="the number of cells run at once, e.g. 2")
+        return v
+
+    @field_validator("cpus_per_cell")
+    @classmethod
+    def _cpus(cls, v: float) -> float:
+        if not v > 0 or math.isinf(v):
+            raise _Invalid("cpus_per_cell must be > 0", hint="e.g. 1")
+        return v
+
+    @field_validator("gpus_per_cell")
+    @classmethod
+    def _gpus(cls, v: float) -> float:
+        if not v >= 0 or math.isinf(v):
+            raise _Invalid("gpus_per_cell must be >= 0", hint="0 for CPU cells, 1 for a GPU each, 0.5 to share one")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise _Invalid("address is empty", hint="null starts a local Ray cluster")
+        return v
+
+
+class ApiOptions(_Base):
+    """``api:`` how hard the ``api`` backend tries each request (`adaptlab.lm.api.APIConfig`); a
+    prompt cell whose requests still fail is recorded as failed and the run goes on."""
+
+    timeout_s: float = 60.0
+    """Per-request timeout (connect, read, write) in seconds."""
+    max_retries: int = 3
+    """Retries after the first attempt (connection errors, timeouts, malformed JSON, 429, 5xx), 0..20."""
+    concurrency: int = 4
+    """Requests in flight at once."""
+
+    @field_validator("timeout_s")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if not 0 < v <= 3600:
+            raise _Invalid("timeout_s must be in (0, 3600] seconds", hint="e.g. 60")
+        return v
+
+    @field_validator("max_retries")
+    @classmethod
+    def _retries(cls, v: int) -> int:
+        if not 0 <= v <= 20:
+            raise _Invalid("max_retries must be in 0..20", hint="e.g. 3")
+        return v
+
+    @field_validator("concurrency")
+    @classmethod
+    def _concurrency(cls, v: int) -> int:
+        if v < 1:
+            raise _Invalid("concurrency must be >= 1", hint="e.g. 4")
+        return v
+
+
 class ExperimentConfig(_Base):
     """A compare experiment. YAML keys map one to one onto these fields."""
 
@@ -142,6 +227,9 @@ class ExperimentConfig(_Base):
     """``api`` backend: http://HOST:PORT/v1."""
     api_key_env: str = "OPENAI_API_KEY"
     """``api`` backend: environment variable holding the API key."""
+    api: ApiOptions = Field(default_factory=ApiOptions)
+    """``api`` backend: per-request timeout, retries and concurrency (bounded: a dead server fails a
+    cell after ``1 + max_retries`` attempts per request, each at most ``timeout_s``, plus backoff)."""
     dtype: str = "float32"
     """Weights dtype of the prompt LM (float32 | bfloat16)."""
     device: str = "cpu"
@@ -162,6 +250,8 @@ class ExperimentConfig(_Base):
     """Fine-tuning passes over the training subset (a strategy's ``options.epochs`` overrides)."""
     scenario: Scenario = Field(default_factory=Scenario)
     """The situation the recommendation is for (`adaptlab.results.Scenario`)."""
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    """How cells are run (in this process, or as Ray tasks); never part of a cell key."""
     source: Path | None = Field(default=None, exclude=True)
     """The YAML file (for errors; a relative task path resolves against its folder)."""
 
@@ -232,6 +322,24 @@ class ExperimentConfig(_Base):
     def _epochs(cls, v: int) -> int:
         if v < 1:
             raise _Invalid("epochs must be >= 1")
+        return v
+
+    @field_validator("api", mode="before")
+    @classmethod
+    def _api(cls, v: Any) -> Any:
+        return ApiOptions() if v is None else v
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor(cls, v: Any) -> Any:
+        if v is None:
+            return ExecutorConfig()
+        if isinstance(v, str):
+            if v not in EXECUTORS:
+                guess = closest(v, EXECUTORS)
+                raise _Invalid(f"unknown executor '{v}'",
+                               hint=f"did you mean '{guess}'?" if guess else "use local or ray")
+            return {"kind": v}
         return v
 
     @field_validator("scenario", mode="before")
@@ -326,6 +434,10 @@ def experiment_error(exc: ValidationError, *, file: str | Path | None = None,
         model: type[BaseModel] = ExperimentConfig
         if len(loc) > 1 and loc[0] == "strategies":
             model = StrategyEntry
+        elif len(loc) > 1 and loc[0] == "executor":
+            model = ExecutorConfig
+        elif len(loc) > 1 and loc[0] == "api":
+            model = ApiOptions
         valid = set(model.model_fields) - {"source"}
         return unknown_key_error(loc[-1], valid, file=file, line=_line_of(lines or {}, loc))
     return config_error(exc, ExperimentConfig, file=file, lines=lines)
@@ -361,5 +473,5 @@ def builtin_experiment(name: str = "demo") -> ExperimentConfig:
         return load_experiment(path)
 
 
-__all__ = ["ExperimentConfig", "StrategyEntry", "load_experiment", "builtin_experiment", "all_strategies",
+__all__ = ["ExperimentConfig", "ApiOptions", "ExecutorConfig", "StrategyEntry", "load_experiment", "builtin_experiment", "all_strategies",
            "FINETUNE_METHODS", "PROMPT_STRATEGIES"]

@@ -28,8 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adaptlab.errors import AdaptlabError, ConfigError
-from adaptlab.experiment.cells import (CELLS_DIR, CellInputs, cell_dir, failed_record, fresh_dir,
+from adaptlab.errors import AdaptlabError, ConfigError, ResourceError
+from adaptlab.experiment.cells import (CELLS_DIR, CellInputs, cell_dir, disk_full, failed_record, fresh_dir,
                                        run_finetune_cell, run_prompt_cell, to_record)
 from adaptlab.experiment.grid import Cell, expand_cells
 from adaptlab.results import CellRecord, PredictionRow, Scenario
@@ -78,6 +78,12 @@ class _Signals:
             log.warning("not on the main thread: Ctrl-C/SIGTERM handling is left to the caller")
         return self
 
+    def reinstall(self) -> None:
+        """Take the signals back after a library replaced the handlers (``ray.init`` sets its own)."""
+        if self._old and threading.current_thread() is threading.main_thread():
+            for sig in SIGNAL_NAMES:
+                signal.signal(sig, self._handle)
+
     def __exit__(self, *exc: object) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
@@ -112,7 +118,7 @@ def _now() -> str:
 def prepare(cfg: ExperimentConfig) -> tuple[CellInputs, list[Cell]]:
     """Load the task and its splits (carved with ``split_seed``), draw the shared test sample and
     expand the grid into cells."""
-    from adaptlab.data import load_splits
+    from adaptlab.data import check_examples, load_splits
     from adaptlab.prompting.artifact import seeded_sample
 
     task = cfg.resolve_task()
@@ -121,6 +127,9 @@ def prepare(cfg: ExperimentConfig) -> tuple[CellInputs, list[Cell]]:
     if not test:
         raise ConfigError(f"the task has no {cfg.split} examples to evaluate on", file=cfg.file,
                           line=cfg.line_of("split"), field="split")
+    for name in ("train", "dev"):  # bad labels fail here, before any model loads, not in every cell
+        check_examples(task, splits[name], name)
+    check_examples(task, test, cfg.split, unique_ids=True)
     inputs = CellInputs(task=task, train=list(splits.train), dev=list(splits.dev), test=test)
     return inputs, expand_cells(cfg, len(inputs.train))
 
@@ -144,7 +153,8 @@ class _Resources:
             c = self.cfg
             try:
                 self._lm = build_lm(c.model, backend=c.backend, dtype=c.dtype, device=c.device,
-                                    base_url=c.base_url, api_key_env=c.api_key_env)
+                                    base_url=c.base_url, api_key_env=c.api_key_env,
+                                    api_options=c.api.model_dump() if c.backend == "api" else None)
             except Exception as exc:  # every prompt cell fails the same way; load once
                 self._lm_error = exc
                 raise
@@ -180,6 +190,36 @@ def _run_cell(cell: Cell, cfg: ExperimentConfig, res: _Resources,
     return to_record(cell, result, f"{CELLS_DIR}/{cell.short_key}")
 
 
+@dataclass
+class CellOutcome:
+    """A finished cell as the store takes it: its record (done or failed), rows and metrics doc."""
+
+    cell: Cell
+    record: CellRecord
+    rows: list[PredictionRow]
+    doc: dict | None
+    started_at: str
+    seconds: float
+
+
+def run_cell(cell: Cell, cfg: ExperimentConfig, res: _Resources, run_dir: Path) -> CellOutcome:
+    """Run one cell (every executor calls this, in whichever process runs the cell). A cell that
+    raises becomes a "failed" record with a one-line error and its folder is removed."""
+    started, t0 = _now(), time.perf_counter()
+    try:
+        rec, rows, doc = _run_cell(cell, cfg, res, run_dir)
+    except Exception as exc:  # noqa: BLE001 - a failed cell is recorded and the run goes on
+        log.debug("cell %s failed", cell.short_key, exc_info=True)
+        if disk_full(exc):  # every later cell would fail too: stop, keeping what is saved
+            shutil.rmtree(cell_dir(run_dir, cell), ignore_errors=True)
+            raise ResourceError(f"no space left on device while running cell {cell.describe()}", file=run_dir,
+                                hint="free some space, then rerun with --resume (finished cells are kept)") from exc
+        rec, rows, doc = failed_record(cell, exc, res.inputs.task.metric), [], None
+        log.warning("cell %s failed: %s", cell.describe(), rec.error)
+        shutil.rmtree(cell_dir(run_dir, cell), ignore_errors=True)
+    return CellOutcome(cell, rec, rows, doc, started, time.perf_counter() - t0)
+
+
 def _progress(enabled: bool) -> Any:
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
@@ -202,20 +242,22 @@ def _log_mlflow(run_dir: Path, cfg: ExperimentConfig, rec: CellRecord) -> None:
         log.warning("MLflow logging of cell %s failed: %s", rec.key[:12], exc)
 
 
-def _execute(cfg: ExperimentConfig, run_dir: Path, store: RunStore, sig: _Signals, *, resume: bool,
-             progress: bool, mlflow: bool) -> list[CellRecord]:
+def _execute(cfg: ExperimentConfig, inputs: CellInputs, cells: list[Cell], run_dir: Path, store: RunStore,
+             sig: _Signals, *, resume: bool, progress: bool, mlflow: bool) -> list[CellRecord]:
     from adaptlab.store import environment_info
 
     stored = store.cells()
     if stored and not resume:
-        raise ConfigError(f"{run_dir} already holds {len(stored)} cells of a compare run",
-                          field="--out", hint="pass --resume to continue it, or choose another --out")
+        raise ConfigError(f"already holds {len(stored)} cells of a compare run", file=run_dir,
+                          hint="pass --resume to continue it, or choose another --out")
     if mlflow:
         try:
             import mlflow as _mlflow  # noqa: F401
         except ImportError:
             raise ConfigError("--mlflow needs mlflow", hint="pip install 'adaptlab[mlflow]'") from None
-    inputs, cells = prepare(cfg)
+    from adaptlab.experiment.executors import get_executor
+
+    executor = get_executor(cfg.executor)  # a missing optional dependency fails before any cell runs
     config = cfg.to_dict()
     config["resolved"] = {"task": inputs.task.name, "metric": inputs.task.metric, "n_train_all": len(inputs.train),
                           "n_dev": len(inputs.dev), "n_test": len(inputs.test), "cells": [c.key for c in cells]}
@@ -229,27 +271,27 @@ def _execute(cfg: ExperimentConfig, run_dir: Path, store: RunStore, sig: _Signal
                     len(foreign))
     todo = [c for c in cells if c.key not in done]
     log.info("%s: %d cells, %d done, %d to run", cfg.name, len(cells), len(cells) - len(todo), len(todo))
-    res = _Resources(cfg, inputs)
     with _progress(progress) as bar:
         task_id = bar.add_task(cfg.name, total=len(cells), completed=len(cells) - len(todo))
-        for i, cell in enumerate(todo, 1):
-            sig.check()
+        saved = 0
+
+        def started(cell: Cell) -> None:
             bar.update(task_id, description=f"{cell.describe()}")
-            started, t0 = _now(), time.perf_counter()
-            try:
-                rec, rows, doc = _run_cell(cell, cfg, res, run_dir)
-            except Exception as exc:  # noqa: BLE001 - a failed cell is recorded and the run goes on
-                log.debug("cell %s failed", cell.short_key, exc_info=True)
-                rec, rows, doc = failed_record(cell, exc, inputs.task.metric), [], None
-                log.warning("cell %s failed: %s", cell.describe(), rec.error)
-                shutil.rmtree(cell_dir(run_dir, cell), ignore_errors=True)
+
+        def finished(out: CellOutcome) -> None:  # the only store writer, on the driver (SQLite: one writer)
+            nonlocal saved
+            rec = out.record
             with sig.critical():
-                store.put_cell(rec, rows, doc, started_at=started)
-            log.info("[%d/%d] %s: %s %.4f (%.1f s)", i, len(todo), cell.describe(), rec.metric, rec.value,
-                     time.perf_counter() - t0)
+                store.put_cell(rec, out.rows, out.doc, started_at=out.started_at)
+            saved += 1
+            log.info("[%d/%d] %s: %s %.4f (%.1f s)", saved, len(todo), out.cell.describe(), rec.metric, rec.value,
+                     out.seconds)
             if mlflow:
                 _log_mlflow(run_dir, cfg, rec)
             bar.advance(task_id)
+
+        executor.run(cfg, inputs, todo, run_dir, sig, on_start=started, on_done=finished)
+        bar.update(task_id, description=f"{cfg.name}: done")
     by_key = {c.key: c for c in store.cells()}
     return [by_key[c.key] for c in cells if c.key in by_key]
 
@@ -266,14 +308,16 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     with _Signals() as sig:
         store: RunStore | None = None
         try:
+            inputs, cells = prepare(cfg)  # bad data or sizes fail before the run folder is created
             store = RunStore(run_dir)
             with store.lock():
                 try:
-                    return _execute(cfg, run_dir, store, sig, resume=resume, progress=progress, mlflow=mlflow)
+                    return _execute(cfg, inputs, cells, run_dir, store, sig, resume=resume, progress=progress,
+                                    mlflow=mlflow)
                 except _Stop as stop:
                     saved = len(store.done_keys())
                     raise RunInterrupted(stop.signum, saved) from None
-        except _Stop as stop:  # before the store was open or while locking
+        except _Stop as stop:  # while loading the data, opening the store or locking it
             raise RunInterrupted(stop.signum, 0) from None
         finally:
             if store is not None:

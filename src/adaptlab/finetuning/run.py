@@ -103,7 +103,8 @@ def run_finetune(task: "str | Path | Task", model_name: str = DEFAULT_MODEL, met
         raise DataError("fine-tuning needs training examples and the task has none", file=task_obj.source,
                         field="data.train")
     if n_train is not None and n_train > len(splits.train):
-        carved = f" ({len(splits.dev)} went to the carved dev split)" if task_obj.data.dev is None and splits.dev else ""
+        carved = (f" ({len(splits.dev)} went to the carved dev split)"
+                  if task_obj.data.dev is None and splits.dev else "")
         raise DataError(f"n_train {n_train} is larger than the {len(splits.train)} training examples{carved}",
                         file=train_file, field="n_train", hint=f"use --n-train {len(splits.train)} or less")
     check_examples(task_obj, splits.train, "train")

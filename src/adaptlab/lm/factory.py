@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from adaptlab.errors import ConfigError
 from adaptlab.lm.base import LM
@@ -24,6 +25,7 @@ def build_lm(
     base_url: str | None = None,
     api_key_env: str = "OPENAI_API_KEY",
     api_mode: str = "completions",
+    api_options: Mapping[str, Any] | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
 ) -> LM:
@@ -33,7 +35,8 @@ def build_lm(
     scoring engine; ``trust_remote_code`` / ``allow_pickle`` (both off by default) let a model folder
     run its own code / load pickle weights. ``api``: an OpenAI-compatible server at ``base_url``
     serving ``model``; the key is read from the environment variable ``api_key_env`` at request time
-    and never stored. ``vllm``: a vLLM engine on a CUDA GPU (optional extra) for large models and big
+    and never stored; ``api_options`` sets further `APIConfig` fields (``timeout_s``, ``max_retries``,
+    ``concurrency``). ``vllm``: a vLLM engine on a CUDA GPU (optional extra) for large models and big
     evaluation sets.
     """
     if backend == "hf":
@@ -55,7 +58,7 @@ def build_lm(
         # model's BOS text; for the bundled SmolLM2 that is "<|im_start|>".
         bos_text = "<|im_start|>" if model.startswith("smollm2") else ""
         return APILM(APIConfig(base_url=base_url, model=model, api_key_env=api_key_env, mode=api_mode,
-                               bos_text=bos_text))
+                               bos_text=bos_text, **dict(api_options or {})))
     if backend == "vllm":
         from adaptlab.lm.vllm import VLLMLM
         from adaptlab.models import ensure_converted
