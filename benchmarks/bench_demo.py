@@ -89,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         r = run_demo(extra, ns.interval)
         runs.append(r)
         print(f"run {i + 1}: exit {r['exit_code']}, {r['wall_seconds']:.1f} s wall, peak RSS largest process "
-              f"{r['peak_rss_largest_process_mb']:.0f} MB, process tree (sampled) {r['peak_rss_tree_sampled_mb']:.0f} MB, "
-              f"run folder {r['run_folder_bytes'] / 2**20:.1f} MB; load average {os.getloadavg()[0]:.1f}", flush=True)
+              f"{r['peak_rss_largest_process_mb']:.0f} MB, process tree (sampled) "
+              f"{r['peak_rss_tree_sampled_mb']:.0f} MB, run folder {r['run_folder_bytes'] / 2**20:.1f} MB; "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
         if r["exit_code"] != 0:
             print(r["output_tail"], file=sys.stderr)
     ok = [r for r in runs if r["exit_code"] == 0]

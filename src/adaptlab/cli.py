@@ -446,6 +446,9 @@ def main() -> None:
     import os
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # adaptlab shows its own progress
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # library deprecations
     try:
         app()
     except AdaptlabError as exc:

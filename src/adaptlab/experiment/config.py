@@ -327,7 +327,11 @@ class ExperimentConfig(_Base):
     @field_validator("api", mode="before")
     @classmethod
     def _api(cls, v: Any) -> Any:
-        return ApiOptions() if v is None else v
+        if v is None:
+            return ApiOptions()
+        if not isinstance(v, (dict, ApiOptions)):
+            raise _Invalid("api must be a mapping of keys", hint="e.g. {timeout_s: 30, max_retries: 2}")
+        return v
 
     @field_validator("executor", mode="before")
     @classmethod
@@ -473,5 +477,5 @@ def builtin_experiment(name: str = "demo") -> ExperimentConfig:
         return load_experiment(path)
 
 
-__all__ = ["ExperimentConfig", "ApiOptions", "ExecutorConfig", "StrategyEntry", "load_experiment", "builtin_experiment", "all_strategies",
-           "FINETUNE_METHODS", "PROMPT_STRATEGIES"]
+__all__ = ["ExperimentConfig", "ApiOptions", "ExecutorConfig", "StrategyEntry", "load_experiment",
+           "builtin_experiment", "all_strategies", "FINETUNE_METHODS", "PROMPT_STRATEGIES"]

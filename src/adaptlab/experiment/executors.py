@@ -18,6 +18,7 @@ write in progress is finished and the run raises `RunInterrupted`; ``--resume`` 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import site
@@ -30,8 +31,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
-from adaptlab.errors import AdaptlabError, ConfigError
-from adaptlab.experiment.config import ExecutorConfig
+from adaptlab.errors import AdaptlabError, ConfigError, closest
+from adaptlab.experiment.config import EXECUTORS, ExecutorConfig
 
 if TYPE_CHECKING:
     from adaptlab.experiment.cells import CellInputs
@@ -96,11 +97,15 @@ def executor_config(base: ExecutorConfig, *, kind: str | None = None, workers: i
     update = {k: v for k, v in (("kind", kind), ("workers", workers), ("address", address)) if v is not None}
     if not update:
         return base
+    if kind is not None and kind not in EXECUTORS:
+        guess = closest(kind, EXECUTORS)
+        raise ConfigError(f"unknown executor '{kind}'", field="--executor",
+                          hint=f"did you mean '{guess}'?" if guess else "use local or ray")
     data = {**base.model_dump(), **update}
     if data["kind"] != "ray" and (workers is not None or address is not None):
         flag = "--workers" if workers is not None else "--ray-address"
         raise ConfigError(f"{flag} applies to the ray executor only", field=flag,
-                          hint="add --executor ray (or executor: {kind: ray} in the experiment)")
+                          hint="add --executor ray, or set executor: {kind: ray} in the experiment")
     try:
         return ExecutorConfig(**data)
     except ValidationError as exc:
@@ -170,18 +175,16 @@ class RayExecutor:
     def __init__(self, config: ExecutorConfig) -> None:
         self.config = config
 
-    def _connect(self, ray: Any, sig: _Signals) -> bool:
-        """Start a local cluster or join ``address``; True when this call did (and must shut it down)."""
-        if ray.is_initialized():
-            log.info("using the Ray session already started in this process")
-            return False
+    def _connect(self, ray: Any, sig: _Signals) -> None:
+        """Start a local cluster or join ``address``."""
         c = self.config
         kwargs: dict[str, Any] = {"address": c.address, "log_to_driver": False, "ignore_reinit_error": True,
                                   "runtime_env": {"env_vars": worker_env(c)},
-                                  "logging_level": logging.WARNING if log.getEffectiveLevel() > logging.INFO
+                                  # Ray's own driver-side notices only with --verbose; cells report for themselves
+                                  "logging_level": logging.ERROR if log.getEffectiveLevel() > logging.INFO
                                   else logging.INFO}
         if c.address is None:
-            kwargs.update(num_cpus=c.workers * c.cpus_per_cell, include_dashboard=False)
+            kwargs.update(num_cpus=math.ceil(c.workers * c.cpus_per_cell), include_dashboard=False)
         with sig.critical():  # a stop during start-up is taken once the cluster is up (and shut down)
             try:
                 ray.init(**kwargs)
@@ -190,9 +193,9 @@ class RayExecutor:
                                   hint="start it with `ray start --head`, or drop the address for a local one")
             finally:
                 sig.reinstall()  # ray.init installs its own SIGTERM handler
-        return True
 
-    def _check_resources(self, ray: Any, local: bool) -> None:
+    def _check_resources(self, ray: Any, cfg: ExperimentConfig, local: bool) -> None:
+        """A local cluster that cannot fit one cell is an error (Ray would wait forever); a remote one may grow."""
         total = ray.cluster_resources()
         c = self.config
         for name, need in (("CPU", c.cpus_per_cell), ("GPU", c.gpus_per_cell)):
@@ -200,8 +203,9 @@ class RayExecutor:
             if need > have:
                 text = f"a cell needs {need:g} {name}s but the Ray cluster has {have:g}"
                 if local:
-                    raise ConfigError(text, field=f"executor.{name.lower()}s_per_cell",
-                                      hint="lower it, or join a cluster that has them (--ray-address)")
+                    key = f"{name.lower()}s_per_cell"
+                    raise ConfigError(text, file=cfg.file, line=cfg.line_of("executor", key), field=f"executor.{key}",
+                                      hint="lower it, or join a cluster that has them with --ray-address")
                 log.warning("%s; cells wait until the cluster grows", text)
 
     def run(self, cfg: ExperimentConfig, inputs: CellInputs, cells: Sequence[Cell], run_dir: Path,
@@ -209,33 +213,38 @@ class RayExecutor:
         if not cells:
             return
         ray = import_ray()
-        owned = self._connect(ray, sig)
+        owned = not ray.is_initialized()  # else: a session the caller started (and will shut down)
         try:
-            self._check_resources(ray, local=owned and self.config.address is None)
+            if owned:
+                self._connect(ray, sig)
+            self._check_resources(ray, cfg, local=owned and self.config.address is None)
             self._loop(ray, cfg, inputs, cells, run_dir, sig, on_start, on_done)
         finally:
-            if owned:
+            if owned and ray.is_initialized():
                 ray.shutdown()
 
     def _loop(self, ray: Any, cfg: ExperimentConfig, inputs: CellInputs, cells: Sequence[Cell], run_dir: Path,
               sig: _Signals, on_start: OnStart, on_done: OnDone) -> None:
         c = self.config
-        task = ray.remote(_ray_cell).options(num_cpus=c.cpus_per_cell, num_gpus=c.gpus_per_cell,
-                                             max_retries=0, max_calls=0, name="adaptlab-cell")
+        # max_calls=0: a worker serves any number of cells, so its LM cache lives on (Ray would
+        # otherwise start a fresh process for every GPU task); max_retries=0: a crash is a failed cell
+        task = ray.remote(num_cpus=c.cpus_per_cell, num_gpus=c.gpus_per_cell, max_retries=0,
+                          max_calls=0)(_ray_cell).options(name="adaptlab-cell")
         shared = ray.put((cfg, inputs))
         run_id, folder = uuid.uuid4().hex, str(Path(run_dir).resolve())
         queue = deque(cells)
         pending: dict[Any, tuple[Cell, str, float]] = {}
         try:
             while queue or pending:
-                while queue and len(pending) < c.workers:
-                    sig.check()
-                    cell = queue.popleft()
-                    on_start(cell)
-                    pending[task.remote(shared, cell, folder, run_id)] = (cell, _now(), time.perf_counter())
-                # Ray's blocking calls must not be interrupted by the stop (its C++ core would swallow
-                # it): a signal is held until the results at hand are written, then raised.
+                sig.check()
+                # Ray's calls must not be cut by the stop (its C++ core would swallow the exception, and
+                # a half-submitted task would escape the cancel): a signal is held until the results at
+                # hand are written (at most WAIT_S later), then raised.
                 with sig.critical():
+                    while queue and len(pending) < c.workers:
+                        cell = queue.popleft()
+                        on_start(cell)
+                        pending[task.remote(shared, cell, folder, run_id)] = (cell, _now(), time.perf_counter())
                     ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
                     for ref in ready:
                         on_done(self._outcome(ray, ref, *pending.pop(ref), inputs, run_dir))

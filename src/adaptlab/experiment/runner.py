@@ -6,6 +6,8 @@
   ``n`` examples of seed ``s``'s label-stratified order.
 * Prompt cells share one LM (built on the first prompt cell); fine-tuning cells load the model by
   name (the conversion cache makes that cheap) and train from scratch.
+* An executor (`adaptlab.experiment.executors`: ``local`` in this process, or ``ray`` tasks in
+  parallel) runs each cell through `run_cell`; this process alone writes the store.
 * A cell that raises is stored as "failed" with a one-line error and the run goes on; ``resume``
   re-runs failed and missing cells only.
 * SIGINT / SIGTERM stop the run at once, except during a store write, which is finished first;
@@ -213,7 +215,7 @@ def run_cell(cell: Cell, cfg: ExperimentConfig, res: _Resources, run_dir: Path) 
         if disk_full(exc):  # every later cell would fail too: stop, keeping what is saved
             shutil.rmtree(cell_dir(run_dir, cell), ignore_errors=True)
             raise ResourceError(f"no space left on device while running cell {cell.describe()}", file=run_dir,
-                                hint="free some space, then rerun with --resume (finished cells are kept)") from exc
+                                hint="free some space, then rerun with --resume; finished cells are kept") from exc
         rec, rows, doc = failed_record(cell, exc, res.inputs.task.metric), [], None
         log.warning("cell %s failed: %s", cell.describe(), rec.error)
         shutil.rmtree(cell_dir(run_dir, cell), ignore_errors=True)
