@@ -153,7 +153,7 @@ def test_labels_and_latency_limit_the_candidates():
     assert any(r.startswith("Excluded: the best finetune overall, lora r=8 at 256 labels") for r in limited.reasons)
     assert any(w.startswith("With about") and "matches the best prompt" in w for w in limited.would_change)
     none_ft = decide(FT_BETTER, labels_available=8, queries_per_month=1_000)
-    assert none_ft.decision == "prompt" and "only family allowed" in none_ft.headline
+    assert none_ft.decision == "prompt" and "only family with results" in none_ft.headline
     fast = decide(PROMPT_BETTER, latency_budget_s=0.1, queries_per_month=1_000)
     assert fast.decision == "finetune"  # the 0.5 s prompts are out
     assert any("would admit few_shot k=8" in w for w in fast.would_change)

@@ -287,7 +287,8 @@ def _target_unmet(analysis: Analysis, cells: list[CellRecord], opts: dict[str, _
 
 # -- recommend ---------------------------------------------------------------------------------
 
-_WHY = {"only": "the only family allowed", "target": "the only option meeting the accuracy target",
+_WHY = {"only": "the only family with results within the scenario's limits (latency, labels)",
+        "target": "the only option meeting the accuracy target",
         "quality": "clearly better quality, which outweighs cost here",
         "cost": "quality is sufficient for both, so the cheaper total cost decides"}
 
