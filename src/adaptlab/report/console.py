@@ -61,7 +61,7 @@ def headline(analysis: Any, scenario: Any) -> list[str]:
         per_1k = 1000 * sum(c.query_cost(scenario) for c in best.cells) / len(best.cells)
         train = sum(c.train_cost(scenario) for c in best.cells) / len(best.cells)
         lines.append(f"Best {what}: [bold]{escape(best.variant)}[/bold] (n={best.n_train}): {metric} "
-                     f"{best.mean:.3f} [{best.low:.3f}-{best.high:.3f}], {money(per_1k)} per 1,000 queries, "
+                     f"{best.mean:.3f} {_spread(best)}, {money(per_1k)} per 1,000 queries, "
                      f"training {money(train)}")
     if be is not None:
         q = be.queries_dollars
@@ -85,3 +85,11 @@ def money(x: Optional[float]) -> str:
     if abs(x) < 1e-4:
         return "<$0.0001"
     return f"${x:.{max(2, 1 - math.floor(math.log10(abs(x))))}f}"
+
+
+def _spread(best: Any) -> str:
+    """Min-max over seeds, or the 95% bootstrap CI when there is a single seed."""
+    if len(best.cells) == 1:
+        c = best.cells[0]
+        return f"[95% CI {c.ci_low:.3f}-{c.ci_high:.3f}]"
+    return f"[seeds {best.low:.3f}-{best.high:.3f}]"
