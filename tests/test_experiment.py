@@ -275,3 +275,14 @@ def test_run_with_impossible_sizes_fails_before_creating_the_run_folder(tmp_path
     with pytest.raises(DataError, match="4096 exceeds the 525 training examples"):
         run_experiment(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_backend_and_dtype_change_the_cell_keys(tmp_path: Path) -> None:
+    """A resume on another backend, server or dtype must not reuse cells computed another way."""
+    cfg = load_experiment(_write(tmp_path, BASE))
+    hf = set(_keys(cfg))
+    api = set(_keys(cfg.model_copy(update={"backend": "api", "base_url": "http://127.0.0.1:1/v1"})))
+    other = set(_keys(cfg.model_copy(update={"backend": "api", "base_url": "http://127.0.0.1:2/v1"})))
+    bf16 = set(_keys(cfg.model_copy(update={"dtype": "bfloat16"})))
+    assert len({frozenset(hf), frozenset(api), frozenset(other), frozenset(bf16)}) == 4
+    assert not (hf & api) and not (api & other) and not (hf & bf16)

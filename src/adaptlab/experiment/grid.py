@@ -231,6 +231,12 @@ def expand_cells(cfg: "ExperimentConfig", n_train_all: int) -> list[Cell]:
                                "strategy": var.strategy, "options": options, "n_train": n, "seed": seed,
                                "split": cfg.split, "limit": cfg.limit, "split_seed": cfg.split_seed,
                                "epochs": var.epochs}
+                    # how the model is served changes the numbers (non-default only, so keys of hf/float32
+                    # runs stay as they were): a resume on another backend or server runs its own cells
+                    if cfg.backend != "hf":
+                        payload["backend"] = {"name": cfg.backend, "base_url": cfg.base_url}
+                    if cfg.dtype != "float32":
+                        payload["dtype"] = cfg.dtype
                     cell = Cell(cell_key(payload), var.strategy, options, n, seed, var.label, index, payload)
                     if cell.key in seen:
                         raise ConfigError(f"strategy entry {index} repeats the cell '{cell.describe()}'",
