@@ -301,13 +301,18 @@ def _run_compare(cfg, out: Path, *, resume: bool, mlflow: bool, progress: bool, 
         text = exc.one_line() if rerun is None else f"interrupted: {exc.saved} cells saved; run `{rerun}` to resume"
         err_console.print(f"[yellow]{escape(text)}[/yellow]", highlight=False)
         raise typer.Exit(exc.exit_code) from None
-    from adaptlab.report.console import print_compare
+    from adaptlab.report.console import compare_output
     from adaptlab.store import RunStore
 
     store = RunStore(out, create=False)
     try:
-        print_compare(console, err_console, records, cfg.scenario, store.predictions,
-                      title=f"{cfg.name}: {cfg.resolve_task().name} on {cfg.model}")
+        table, failed, lines = compare_output(records, cfg.scenario, store.predictions,
+                                              title=f"{cfg.name}: {cfg.resolve_task().name} on {cfg.model}")
+        console.print(table)
+        for line in failed:
+            err_console.print(line, highlight=False)
+        for line in lines:
+            console.print(line)
     finally:
         store.close()
     from adaptlab.report import build_report

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from rich.markup import escape
 
-if TYPE_CHECKING:
-    from rich.console import Console
 
-
-def print_compare(console: "Console", err_console: "Console", records: list, scenario: Any, predictions: Any, *,
-                  title: str) -> None:
-    """The per-variant results table and the prompt-vs-fine-tune headline with its break-even volume."""
+def compare_output(records: list, scenario: Any, predictions: Any, *, title: str) -> tuple[Any, list[str], list[str]]:
+    """What the CLI shows after a compare: (rich table of every variant, failure lines, headline lines)."""
     from rich import box
     from rich.table import Table
 
+    from adaptlab.analysis import analyze
     from adaptlab.experiment.runner import summarize
 
     rows = summarize(records, scenario)
@@ -37,16 +34,9 @@ def print_compare(console: "Console", err_console: "Console", records: list, sce
         table.add_column(col, justify="right", min_width=max([len(c[i]) for c in cells] + [1]))
     for c in cells:
         table.add_row(*c)
-    console.print(table)
-    for rec in records:
-        if rec.status == "failed":
-            err_console.print(f"[red]failed[/red] {escape(rec.variant)} n={rec.n_train} seed={rec.seed}: "
-                              f"{escape(rec.error or '')}", highlight=False)
-    from adaptlab.analysis import analyze
-
-    analysis = analyze(records, predictions, scenario)
-    for line in headline(analysis, scenario):
-        console.print(line)
+    failed = [f"[red]failed[/red] {escape(rec.variant)} n={rec.n_train} seed={rec.seed}: {escape(rec.error or '')}"
+              for rec in records if rec.status == "failed"]
+    return table, failed, headline(analyze(records, predictions, scenario), scenario)
 
 
 def headline(analysis: Any, scenario: Any) -> list[str]:
