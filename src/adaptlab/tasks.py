@@ -15,16 +15,16 @@ import logging
 import os
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from adaptlab.data import Example, normalize_label
-from adaptlab.errors import ConfigError, DataError, closest, unknown_key_error
+from adaptlab.errors import AdaptlabError, ConfigError, DataError, closest, unknown_key_error
 
 if typing.TYPE_CHECKING:
     import jinja2
@@ -500,21 +500,32 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
     return data, lines
 
 
-def load_task(path: str | Path) -> Task:
-    """The task in a YAML file (see `Task`)."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml_model(path: str | Path, model: type[M], what: str, keys: str,
+                    error: Callable[..., AdaptlabError] | None = None) -> tuple[M, dict[tuple[str, ...], int]]:
+    """Validate the YAML mapping in ``path`` as ``model`` (with ``source`` set to the file); pydantic errors
+    become one-line `ConfigError`s naming file:line [key] (``error`` overrides `config_error`)."""
     path = Path(path)
     data, lines = read_yaml(path)
     if not isinstance(data, dict):
-        raise ConfigError("a task file must be a mapping of keys (name, type, data, ...)", file=path)
+        raise ConfigError(f"{what} file must be a mapping of keys ({keys})", file=path)
     if "source" in data:
-        raise unknown_key_error("source", set(Task.model_fields) - {"source"}, file=path, line=lines.get(("source",)))
+        raise unknown_key_error("source", set(model.model_fields) - {"source"}, file=path, line=lines.get(("source",)))
     token = _VALIDATING.set(True)
     try:
-        return Task.model_validate({**data, "source": path.resolve()})
+        return model.model_validate({**data, "source": path.resolve()}), lines
     except ValidationError as exc:
-        raise config_error(exc, Task, file=path, lines=lines) from None
+        raise (error(exc, file=path, lines=lines) if error else config_error(exc, model, file=path,
+                                                                              lines=lines)) from None
     finally:
         _VALIDATING.reset(token)
+
+
+def load_task(path: str | Path) -> Task:
+    """The task in a YAML file (see `Task`)."""
+    return load_yaml_model(path, Task, "a task", "name, type, data, ...")[0]
 
 
 def builtin_task(name: str = "demo") -> Task:

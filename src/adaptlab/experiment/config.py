@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from adaptlab.errors import ConfigError, closest, unknown_key_error
 from adaptlab.results import FINETUNE_METHODS, PROMPT_STRATEGIES, Scenario
-from adaptlab.tasks import _VALIDATING, _Invalid, _line_of, config_error, read_yaml
+from adaptlab.tasks import _VALIDATING, _Invalid, _line_of, config_error, load_yaml_model
 
 if TYPE_CHECKING:
     from adaptlab.tasks import Task
@@ -450,19 +450,8 @@ def experiment_error(exc: ValidationError, *, file: str | Path | None = None,
 def load_experiment(path: str | Path) -> ExperimentConfig:
     """The experiment in a YAML file (see `ExperimentConfig`); also checks that its task loads."""
     path = Path(path)
-    data, lines = read_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError("an experiment file must be a mapping of keys (name, task, strategies, ...)", file=path)
-    if "source" in data:
-        raise unknown_key_error("source", set(ExperimentConfig.model_fields) - {"source"}, file=path,
-                                line=lines.get(("source",)))
-    token = _VALIDATING.set(True)
-    try:
-        cfg = ExperimentConfig.model_validate({**data, "source": path.resolve()})
-    except ValidationError as exc:
-        raise experiment_error(exc, file=path, lines=lines) from None
-    finally:
-        _VALIDATING.reset(token)
+    cfg, lines = load_yaml_model(path, ExperimentConfig, "an experiment", "name, task, strategies, ...",
+                                 error=experiment_error)
     cfg._lines, cfg._shown = lines, path
     cfg.resolve_task()
     return cfg
