@@ -528,10 +528,14 @@ def load_task(path: str | Path) -> Task:
     return load_yaml_model(path, Task, "a task", "name, type, data, ...")[0]
 
 
+def load_builtin(name: str, known: typing.Sequence[str], filename: str, loader: Callable[[Path], M]) -> M:
+    """``loader`` on the package file ``adaptlab/<name>/<filename>`` (``name`` must be in ``known``)."""
+    if name not in known:
+        raise unknown_key_error(name, known, what=f"built-in {Path(filename).stem}")
+    with resources.as_file(resources.files("adaptlab") / name / filename) as path:
+        return loader(path)
+
+
 def builtin_task(name: str = "demo") -> Task:
     """A task shipped with the package (``adaptlab/<name>/task.yaml``)."""
-    if name not in BUILTIN_TASKS:
-        raise unknown_key_error(name, BUILTIN_TASKS, what="built-in task")
-    ref = resources.files("adaptlab") / name / "task.yaml"
-    with resources.as_file(ref) as path:
-        return load_task(path)
+    return load_builtin(name, BUILTIN_TASKS, "task.yaml", load_task)

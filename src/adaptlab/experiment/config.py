@@ -13,7 +13,6 @@ import logging
 import math
 import re
 from dataclasses import fields as dc_fields
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from adaptlab.errors import ConfigError, closest, unknown_key_error
 from adaptlab.results import FINETUNE_METHODS, PROMPT_STRATEGIES, Scenario
-from adaptlab.tasks import _VALIDATING, _Invalid, _line_of, config_error, load_yaml_model
+from adaptlab.tasks import _VALIDATING, _Invalid, _line_of, config_error, load_builtin, load_yaml_model
 
 if TYPE_CHECKING:
     from adaptlab.tasks import Task
@@ -459,11 +458,7 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
 
 def builtin_experiment(name: str = "demo") -> ExperimentConfig:
     """An experiment shipped with the package (``adaptlab/<name>/experiment.yaml``)."""
-    if name not in BUILTIN_EXPERIMENTS:
-        raise unknown_key_error(name, BUILTIN_EXPERIMENTS, what="built-in experiment")
-    ref = resources.files("adaptlab") / name / "experiment.yaml"
-    with resources.as_file(ref) as path:
-        return load_experiment(path)
+    return load_builtin(name, BUILTIN_EXPERIMENTS, "experiment.yaml", load_experiment)
 
 
 __all__ = ["ExperimentConfig", "ApiOptions", "ExecutorConfig", "StrategyEntry", "load_experiment",
