@@ -41,8 +41,38 @@ def count_params(lm: Any) -> int | None:
     return None
 
 
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _vm_hwm_bytes() -> int | None:
+    """``VmHWM`` of /proc/self/status (Linux): the peak RSS since start or the last `reset_peak_rss`."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-memory window: later `peak_rss_bytes` calls report the peak since now (memory
+    already resident, such as a loaded model, counts). Linux only (writes 5 to /proc/self/clear_refs);
+    returns False where the peak cannot be reset, and the peak then stays the process's."""
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far (includes loaded model weights)."""
+    """Peak resident memory of this process since start or the last `reset_peak_rss` (includes loaded
+    model weights)."""
+    hwm = _vm_hwm_bytes()
+    if hwm is not None:
+        return hwm
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
