@@ -67,6 +67,14 @@ def reset_peak_rss() -> bool:
     return True
 
 
+def reset_peak_memory() -> None:
+    """`reset_peak_rss`, and the CUDA allocator's peak when torch is loaded and a GPU is in use."""
+    reset_peak_rss()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats()
+
+
 def peak_rss_bytes() -> int:
     """Peak resident memory of this process since start or the last `reset_peak_rss` (includes loaded
     model weights)."""

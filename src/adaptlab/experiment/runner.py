@@ -183,11 +183,11 @@ class _Resources:
 
 def _run_cell(cell: Cell, cfg: ExperimentConfig, res: _Resources,
               run_dir: Path) -> tuple[CellRecord, list[PredictionRow], dict | None]:
-    from adaptlab.costs import reset_peak_rss
+    from adaptlab.costs import reset_peak_memory
 
     out = fresh_dir(cell_dir(run_dir, cell))
     train = res.train(cell)
-    reset_peak_rss()  # the cell's own peak, not one inherited from earlier cells of this process
+    reset_peak_memory()  # the cell's own peak, not one inherited from earlier cells of this process
     if cell.family == "prompt":
         result = run_prompt_cell(cell, cfg, res.inputs, train, res.lm(), out, embedder=res.embedder)
     else:
