@@ -156,6 +156,33 @@ def test_break_even_known_answer_in_dollars_seconds_flops():
     assert break_even(fitted, ft, SCEN).queries_seconds == pytest.approx(90_000)
 
 
+def _query_cost(seconds: float, warm: float | None, flops: float, amortized: float | None) -> dict:
+    return {"extra": {"cost": {"query": {"latency_p50_s": seconds, "latency_p50_warm_s": warm, "flops": flops,
+                                         "flops_amortized": amortized}}},
+            "query_seconds": seconds, "query_flops": flops}
+
+
+def test_prefix_cache_scenario_prices_warm_queries():
+    """A prompt whose demonstrations a serving engine keeps costs 0.03 s a query instead of 0.1 s: the
+    break-even volume moves from 100,000 to 8000 / (0.03 - 0.02) = 800,000 queries."""
+    prompt = prompt_cells(0.8, **_query_cost(0.1, 0.03, 1e9, 3e8))
+    ft = ft_curve({64: [0.85, 0.85]}, train_seconds=8000.0, train_flops=8e13, **_query_cost(0.02, 0.02, 2e8, 1.9e8))
+    cold = analyze(prompt + ft, lambda key: [], SCEN)
+    assert cold.break_even.queries_seconds == pytest.approx(100_000)
+    cached = Scenario(price_per_hour=SCEN.price_per_hour, prefix_cache=True)
+    warm = analyze(prompt + ft, lambda key: [], cached)
+    assert warm.break_even.prompt_query_seconds == pytest.approx(0.03)
+    assert warm.break_even.queries_seconds == pytest.approx(800_000)
+    assert warm.break_even.queries_flops == pytest.approx(8e13 / (3e8 - 1.9e8))
+    # served() is idempotent, keeps the record when nothing changes, and falls back where not measured
+    rec = prompt[0].served(cached)
+    assert rec.served(cached) is rec and prompt[0].served(SCEN) is prompt[0]
+    bare = cell("few_shot k=8", "few_shot", 8, 0, 0.8, query_seconds=0.1)
+    assert bare.served(cached).query_seconds == 0.1
+    with pytest.raises(ValueError, match="prefix_cache"):
+        Scenario(prefix_cache="yes")
+
+
 def test_break_even_never_and_from_the_start():
     prompt = best_from(prompt_cells(0.8, query_seconds=0.01, train_seconds=10.0), "prompt")
     dear = best_from(ft_curve({64: [0.9]}, query_seconds=0.02, train_seconds=100.0), "finetune")

@@ -43,6 +43,7 @@ def test_evaluate_bookkeeping_and_schema(tmp_path):
                                TEST_ROWS])
     assert q["prompt_tokens"] == pytest.approx(expected_tokens)
     assert q["prefix_shared"] is True and q["latency_p50_s"] >= 0
+    assert q["latency_p50_warm_s"] is None  # the scripted LM keeps no prompt prefix between calls
     # FLOPs = 2 * N * (prompt + 2 scored label tokens) per query for the scripted 1000-parameter LM
     assert q["flops"] == int(2 * 1000 * (expected_tokens + 2))
     assert doc["usage"]["requests"] == len(test)  # the timed single queries are not counted
@@ -126,5 +127,6 @@ def test_real_model_on_the_demo_task(tmp_path, default_loaded):
     q = doc["cost"]["query"]
     assert q["prompt_tokens"] > 50 and q["flops"] > 0 and q["latency_p50_s"] > 0
     assert q["flops_amortized"] < q["flops"]  # the shared prefix is computed once
+    assert q["latency_p50_warm_s"] > 0 and lm._kept is None  # measured with the prefix kept, then dropped
     preds = predict_texts(tmp_path, lambda name: lm, ["I was charged twice this month"])
     assert preds[0].pred in task.labels

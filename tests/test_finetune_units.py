@@ -173,6 +173,11 @@ def test_soft_prompt_scoring_matches_peft_forward(tiny_loaded, tmp_path: Path) -
         got = HFLM(net, tok, prefix_cache=cache, batch_size=4).loglikelihood(reqs)
         for g, e in zip(got, expected):
             assert list(g.logprobs) == pytest.approx(e, abs=1e-4)
+    lm = HFLM(net, tok, batch_size=4)
+    with lm.keep_prefix():  # one request per call, each reusing the kept prefix (soft prompt included)
+        kept = [lm.loglikelihood([r])[0] for r in reqs + reqs[:1]]
+    for g, e in zip(kept, expected + expected[:1]):
+        assert list(g.logprobs) == pytest.approx(e, abs=1e-4)
     flat = [v for s in got for v in s.logprobs]
     assert [v for s in base_scores for v in s.logprobs] != pytest.approx(flat, abs=1e-3)  # the prompt matters
     # greedy generation sees the soft prompt too: the first token is peft's argmax

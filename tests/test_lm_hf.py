@@ -170,6 +170,41 @@ def test_shared_prefix_is_computed_once(sharp):
     assert cached.usage.requests == len(reqs) + 2
 
 
+def test_keep_prefix_reuses_the_previous_calls_prefix(sharp):
+    """One query per call, as a server answers them: with the prefix kept, the second call computes only
+    what follows the demonstrations it shares with the first, and every score is unchanged."""
+    queries = ["a gripping, beautifully shot film", "boring", "it falls apart in the final act"]
+    calls = [[LoglikelihoodRequest(few_shot(q, [0, 1, 2, 3]), LABELS)] for q in queries]
+    calls.append([LoglikelihoodRequest(few_shot("boring", [4, 5]), LABELS)])  # other demos: less to reuse
+    plain = make(sharp)
+    expected, full = [], []
+    for reqs in calls:
+        expected.append(plain.loglikelihood(reqs))
+        full.append(plain.last_stats.computed_tokens)
+    lm = make(sharp)
+    with lm.keep_prefix() as kept:
+        assert kept
+        got, computed = [], []
+        for reqs in calls:
+            got.append(lm.loglikelihood(reqs))
+            computed.append(lm.last_stats.computed_tokens)
+    for g, e in zip(got, expected):
+        assert_close(g, e)
+    assert computed[0] == full[0]
+    shared = len(lm._encode(INSTRUCTION + "".join(demo(i) for i in [0, 1, 2, 3])))
+    assert computed[1] <= full[1] - shared + 2 and computed[2] <= full[2] - shared + 2
+    assert full[3] - shared < computed[3] < full[3]  # only the instruction is shared
+    assert lm._kept is None and lm.loglikelihood(calls[1]) and lm.last_stats.computed_tokens == full[1]
+
+
+def test_keep_prefix_is_a_no_op_without_prefix_caching(sharp):
+    lm = make(sharp, prefix_cache=False)
+    with lm.keep_prefix() as kept:
+        assert not kept
+        lm.loglikelihood([LoglikelihoodRequest(few_shot("boring", [0, 1]), LABELS)])
+    assert lm._kept is None
+
+
 def test_order_preserved_and_normalised(sharp):
     conts = (" negative", " positive", " very very negative")
     reqs = [LoglikelihoodRequest(few_shot(q, [0, 1]) + " " * (i % 2), conts) for i, q in enumerate(REVIEWS)]

@@ -454,9 +454,10 @@ def sensitivity(cells: Iterable[CellRecord], *, family: Family = "prompt") -> li
 
 def analyze(cells: Iterable[CellRecord], predictions: Callable[[str], list[PredictionRow]],
             scenario: Scenario) -> Analysis:
-    """All of the above on the ok cells. The bests respect ``scenario.labels_available``;
+    """All of the above on the ok cells, their per-query costs as the scenario serves them
+    (`CellRecord.served`). The bests respect ``scenario.labels_available``;
     significance is `compare_best` (fine-tune - prompt), None with a note if it cannot run."""
-    cells = list(cells)
+    cells = [c.served(scenario) for c in cells]
     ok = _ok(cells)
     failed = [{"key": c.key, "variant": c.variant, "strategy": c.strategy, "n_train": c.n_train,
                "seed": c.seed, "error": c.error or "no metric value"} for c in cells if not c.ok]

@@ -345,6 +345,8 @@ def recommend_cmd(
     task_changes: Optional[float] = typer.Option(None, "--task-changes-per-year", help="Task changes a year "
                                                  "(each re-trains)."),
     months: Optional[float] = typer.Option(None, "--months", help="Cost horizon in months."),
+    prefix_cache: Optional[bool] = typer.Option(None, "--prefix-cache/--no-prefix-cache", help="The serving "
+                                                "engine keeps prompt prefixes (price warm queries)."),
     task_type: str = typer.Option("classification", "--task-type", help="No run: classification | generation."),
     classes: int = typer.Option(2, "--classes", help="No run: number of classes."),
     as_json: bool = typer.Option(False, "--json", help="Print the recommendation as JSON."),
@@ -354,7 +356,8 @@ def recommend_cmd(
 
     overrides = {"queries_per_month": queries_per_month, "accuracy_target": accuracy_target,
                  "labels_available": labels, "price_per_hour": price_per_hour,
-                 "latency_budget_s": latency_budget, "task_changes_per_year": task_changes, "months": months}
+                 "latency_budget_s": latency_budget, "task_changes_per_year": task_changes, "months": months,
+                 "prefix_cache": prefix_cache}
     if run_dir is None:
         rec = prior_recommendation(scenario_with(None, overrides), task_type=task_type, n_classes=classes)
     else:
@@ -390,6 +393,8 @@ def report_cmd(
     latency_budget: Optional[float] = typer.Option(None, "--latency-budget", help="Max single-query latency, s."),
     task_changes: Optional[float] = typer.Option(None, "--task-changes-per-year", help="Task changes a year."),
     months: Optional[float] = typer.Option(None, "--months", help="Cost horizon in months."),
+    prefix_cache: Optional[bool] = typer.Option(None, "--prefix-cache/--no-prefix-cache", help="The serving "
+                                                "engine keeps prompt prefixes (price warm queries)."),
 ) -> None:
     """Rebuild a run's report.html, summary.md, results.json and best/ from its stored results."""
     from adaptlab.recommend import scenario_with
@@ -398,7 +403,8 @@ def report_cmd(
 
     overrides = {"queries_per_month": queries_per_month, "accuracy_target": accuracy_target,
                  "labels_available": labels, "price_per_hour": price_per_hour,
-                 "latency_budget_s": latency_budget, "task_changes_per_year": task_changes, "months": months}
+                 "latency_budget_s": latency_budget, "task_changes_per_year": task_changes, "months": months,
+                 "prefix_cache": prefix_cache}
     scenario = None
     if any(v is not None for v in overrides.values()):
         store = RunStore(run_dir, create=False)

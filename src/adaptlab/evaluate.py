@@ -6,7 +6,8 @@ Schema ``adaptlab.metrics/1`` (every strategy, prompting or fine-tuning)::
      "metric": {"name", "value", "ci_low", "ci_high", "confidence"},
      "report": {...classification_report, or generation summary...},
      "cost": {"train": {"seconds", "flops", "peak_memory_bytes", "trainable_params", "artifact_bytes"},
-              "query": {"prompt_tokens", "flops", "latency_s", "latency_p50_s", "prefix_shared", ...}},
+              "query": {"prompt_tokens", "flops", "flops_amortized", "latency_s", "latency_p50_s",
+                        "latency_p50_warm_s", "prefix_shared", ...}},
      "predictions": [{"id", "input", "gold", "pred", "correct" | "score", ...}],
      "usage": {...LM usage delta of the main predict...}, "adaptlab_version", ["search"]}
 
@@ -14,7 +15,9 @@ Per-query cost: ``prompt_tokens`` is the mean context tokens per query (with per
 its content-free prompts included); ``flops`` = 2·N·(prompt + scored/generated tokens) per query when
 served alone, ``flops_amortized`` the same from the tokens the backend actually computed in the
 batched run (prefix cache reuse included); ``latency_s`` = seconds of the whole batched predict / n;
-``latency_p50_s`` = median of a few single-query predict calls (real serving latency, no batching).
+``latency_p50_s`` = median of a few single-query predict calls (real serving latency, no batching);
+``latency_p50_warm_s`` the same with the backend keeping the previous query's prompt prefix, as a serving
+engine with a prefix cache does (None when the backend cannot keep one).
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ def evaluate(adapted: "Adapted", lm: "LM", task: "Task", examples: Sequence["Exa
         "computed_tokens": usage.get("computed_tokens", 0) / n,
         "latency_s": seconds / n,
         "latency_p50_s": _latency_p50(adapted, lm, examples, latency_sample, seed),
+        "latency_p50_warm_s": _latency_p50(adapted, lm, examples, latency_sample, seed, warm=True),
         "prefix_shared": own.get("query", {}).get("prefix_shared"),
     })
     rows = []
@@ -168,18 +172,29 @@ def _usage_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[st
 
 
 def _latency_p50(adapted: "Adapted", lm: "LM", examples: Sequence["Example"], k: int,
-                 seed: int) -> float | None:
-    """Median seconds of ``k`` single-query predict calls (seeded sample of the examples)."""
+                 seed: int, *, warm: bool = False) -> float | None:
+    """Median seconds of ``k`` single-query predict calls (seeded sample of the examples). ``warm``: with
+    the backend keeping the previous query's prompt prefix (`HFLM.keep_prefix`), after one untimed query;
+    None when the backend cannot keep one."""
     if k <= 0:
         return None
     import random
+    from contextlib import nullcontext
 
     idx = sorted(random.Random(seed).sample(range(len(examples)), min(k, len(examples))))
-    times = []
-    for i in idx:
-        t0 = time.perf_counter()
-        adapted.predict([examples[i]], lm)
-        times.append(time.perf_counter() - t0)
+    keep = getattr(lm, "keep_prefix", None)
+    if warm and not callable(keep):
+        return None
+    with keep() if warm else nullcontext(True) as active:
+        if not active:
+            return None
+        if warm:  # fill the cache with a query outside the sample where there is one
+            adapted.predict([examples[next((i for i in range(len(examples)) if i not in idx), idx[0])]], lm)
+        times = []
+        for i in idx:
+            t0 = time.perf_counter()
+            adapted.predict([examples[i]], lm)
+            times.append(time.perf_counter() - t0)
     return float(statistics.median(times))
 
 

@@ -9,6 +9,9 @@ Cost conventions (per query = one test input answered):
 * ``query_flops``: 2·N·(prompt + scored tokens) of one query served alone (`adaptlab.costs`).
 * ``query_seconds``: measured median single-query latency (``latency_p50_s``; falls back to the
   batched seconds per query when the median was not measured).
+* Under a scenario with ``prefix_cache`` (the serving engine keeps prompt prefixes, as vLLM and
+  llama.cpp servers do), `CellRecord.served` swaps in the warm latency (``latency_p50_warm_s``) and the
+  FLOPs actually computed per query in the batched run (``flops_amortized``) where they were measured.
 * ``train_seconds`` / ``train_flops``: the one-off cost of adapting (fine-tuning; for prompt
   strategies their fit: calibration passes, prompt search, embedding the demo pool).
 * Money: seconds x the scenario's price per hour of the hardware the run used (``Scenario.hour_price``).
@@ -17,7 +20,7 @@ Cost conventions (per query = one test input answered):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 Family = Literal["prompt", "finetune"]
@@ -50,6 +53,10 @@ class Scenario:
     """Horizon for total cost of ownership (how long the adapted model will serve)."""
     task_changes_per_year: float = 0.0
     """How often the task definition changes (each change re-pays training; prompts are edited for free)."""
+    prefix_cache: bool = False
+    """The serving engine keeps prompt prefixes between queries (vLLM automatic prefix caching, llama.cpp
+    ``cache_prompt``): a few-shot prompt's demonstrations are computed once, not per query. False (the
+    default) prices every query computed in full."""
 
     def __post_init__(self) -> None:
         for name in ("queries_per_month", "price_per_hour", "months", "task_changes_per_year"):
@@ -60,6 +67,8 @@ class Scenario:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, float)) or value < 0):
                 raise ValueError(f"scenario.{name} must be a number >= 0 or null, got {value!r}")
+        if not isinstance(self.prefix_cache, bool):
+            raise ValueError(f"scenario.prefix_cache must be true or false, got {self.prefix_cache!r}")
         if self.labels_available is not None and self.labels_available < 0:
             raise ValueError(f"scenario.labels_available must be >= 0, got {self.labels_available!r}")
 
@@ -116,6 +125,21 @@ class CellRecord:
     @property
     def ok(self) -> bool:
         return self.status == "done" and not math.isnan(self.value)
+
+    def served(self, scenario: Scenario) -> "CellRecord":
+        """This record with ``query_seconds`` and ``query_flops`` as ``scenario``'s serving engine would see
+        them (see the module docstring); the record itself when nothing changes. Idempotent."""
+        query = (self.extra.get("cost") or {}).get("query") or {}
+        cached = scenario.prefix_cache
+        seconds = query.get("latency_p50_warm_s" if cached else "latency_p50_s")
+        if not cached and not isinstance(seconds, (int, float)):
+            seconds = query.get("latency_s")
+        flops = query.get("flops_amortized" if cached else "flops")
+        new = {k: float(v) for k, v in (("query_seconds", seconds), ("query_flops", flops))
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        if all(getattr(self, k) == v for k, v in new.items()):
+            return self
+        return replace(self, **new)
 
     def query_cost(self, scenario: Scenario) -> float:
         """$ per query under ``scenario`` (measured seconds x hourly price)."""

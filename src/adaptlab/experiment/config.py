@@ -360,8 +360,11 @@ class ExperimentConfig(_Base):
                 guess = closest(str(key), valid)
                 raise _Invalid(f"unknown key '{key}'", field=str(key),
                                hint=f"did you mean '{guess}'?" if guess else "valid: " + ", ".join(valid))
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or math.isnan(value)):
+            if key == "prefix_cache":
+                if not isinstance(value, bool):
+                    raise _Invalid(f"must be true or false, got {value!r}", field=str(key))
+            elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                        or math.isnan(value)):
                 raise _Invalid(f"must be a number, got {value!r}", field=str(key))
         try:
             return Scenario(**v)

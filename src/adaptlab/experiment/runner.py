@@ -351,9 +351,10 @@ class SummaryRow:
 
 
 def summarize(cells: list[CellRecord], scenario: Scenario) -> list[SummaryRow]:
-    """Rows per (variant, n_train) in first-seen order: mean and sample std over ok seeds, mean costs."""
+    """Rows per (variant, n_train) in first-seen order: mean and sample std over ok seeds, mean costs
+    (per query as ``scenario`` serves it, `CellRecord.served`)."""
     groups: dict[tuple[str, int], list[CellRecord]] = {}
-    for c in cells:
+    for c in (c.served(scenario) for c in cells):
         groups.setdefault((c.variant, c.n_train), []).append(c)
     rows = []
     for (variant, n), group in groups.items():

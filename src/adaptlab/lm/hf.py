@@ -184,6 +184,10 @@ class HFLM:
     contexts are cut from the left with a warning. ``group_prefixes``: also share longer prefixes within
     groups of requests (e.g. kNN demonstrations that coincide) when that saves work.
 
+    `keep_prefix` (a context manager) keeps the shared prefix's keys/values between calls, as a serving
+    engine's prefix cache does (vLLM automatic prefix caching, llama.cpp ``cache_prompt``): a later call
+    computes only what its prefix does not share with the kept one. Off by default.
+
     ``usage`` accumulates over calls; ``last_stats`` (:class:`ScoringStats`) describes the last
     ``loglikelihood`` call (shared prefix, groups, rows, tokens computed). Each call switches the model to
     eval mode and restores its previous mode afterwards.
@@ -219,6 +223,21 @@ class HFLM:
         self._empty_context = [next(i for i in ids if i is not None)] if any(i is not None for i in ids) else [0]
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._empty_context[0]
         self.last_stats = ScoringStats()
+        self._keep = False
+        self._kept: tuple[list[int], list[tuple[Any, Any]]] | None = None
+
+    @contextmanager
+    def keep_prefix(self) -> Iterator[bool]:
+        """While active, reuse the previous call's shared prefix where the next call's starts the same
+        (yields False, and changes nothing, when prefix caching is off). The kept cache is dropped on exit."""
+        if not self.prefix_cache:
+            yield False
+            return
+        self._keep, self._kept = True, None
+        try:
+            yield True
+        finally:
+            self._keep, self._kept = False, None
 
     @classmethod
     def from_loaded(cls, loaded: "LoadedModel", **kw: Any) -> "HFLM":
@@ -288,6 +307,22 @@ class HFLM:
             return [(layer.keys, layer.values) for layer in cache.layers]
         return [(torch.cat([layer.keys, layer.new_keys], -2), torch.cat([layer.values, layer.new_values], -2))
                 for layer in cache.layers]
+
+    def _shared_kv(self, ids: list[int]) -> tuple[list[tuple[Any, Any]], int]:
+        """Keys/values of ``ids`` and how many tokens were computed for them: all of them, or with
+        `keep_prefix` active only those after the longest common prefix with the kept ids."""
+        kept = self._kept if self._keep else None
+        reuse = _lcp(kept[0], ids) if kept else 0
+        if kept and reuse:
+            drop = len(kept[0]) - reuse  # kept keys may hold extra leading positions (a soft prompt)
+            kv = [(k[..., :k.shape[-2] - drop, :], v[..., :v.shape[-2] - drop, :]) for k, v in kept[1]]
+            if reuse < len(ids):
+                kv = self._run_prefix(ids[reuse:], kv)
+        else:
+            reuse, kv = 0, self._run_prefix(ids, None)
+        if self._keep:
+            self._kept = (list(ids), kv)
+        return kv, len(ids) - reuse
 
     def _run_rows(self, rows: list[_Row], start: int, kv: list[tuple[Any, Any]] | None,
                   scores: list[list[float]], tick: Any) -> None:
@@ -394,8 +429,8 @@ class HFLM:
             if self.prefix_cache:
                 shared, groups = plan_groups(contexts, grouping=self.group_prefixes)
                 stats.prefix_tokens, stats.groups = shared, len(groups)
-                base = self._run_prefix(contexts[0][:shared], None) if shared else None
-                stats.computed_tokens += shared
+                base, computed = self._shared_kv(contexts[0][:shared]) if shared else (None, 0)
+                stats.computed_tokens += computed
                 for plen, members in groups:
                     kv = base
                     if plen > shared:

@@ -20,7 +20,8 @@ def compare_output(records: list, scenario: Any, predictions: Any, *, title: str
     metric = rows[0].metric if rows else "metric"
     table = Table(title=escape(title), box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0),
                   caption=f"mean and sd over seeds; $ at {money(scenario.price_per_hour)}/hour; "
-                  "p50: median single-query latency")
+                  "p50: median single-query latency"
+                  + (", prefix kept (scenario.prefix_cache)" if getattr(scenario, "prefix_cache", False) else ""))
     cells = []
     for r in rows:
         ok = r.seeds > 0

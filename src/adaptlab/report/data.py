@@ -119,8 +119,8 @@ def load_report_data(run_dir: str | Path, scenario: Scenario | None = None) -> R
                                 hint="run `adaptlab compare EXP.yaml --out DIR` first")
         environment = store.environment() or {}
         timestamps = store.timestamps() if hasattr(store, "timestamps") else None
-        cells = store.cells()
         scenario = scenario if scenario is not None else default_scenario(experiment)
+        cells = [c.served(scenario) for c in store.cells()]
         analysis = recommendation = None
         problem = None
         if any(c.ok for c in cells):

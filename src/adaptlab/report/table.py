@@ -291,7 +291,8 @@ def comparison_table(columns: Sequence[VariantPoint], scenario: Scenario) -> lis
         TableRow("Serving", "Prompt tokens per query",
                  [fmt_value(p.query_prompt_tokens, 0) for p in columns]),
         TableRow("Serving", "Latency (median, one query)",
-                 [fmt_seconds(p.query_seconds) for p in columns]),
+                 [fmt_seconds(p.query_seconds) for p in columns],
+                 "prompt prefix kept between queries" if scenario.prefix_cache else "each query computed in full"),
         TableRow("Serving", horizon, [fmt_money(p.total_cost(scenario)) for p in columns],
                  "serving + training" + (", retrained at each task change"
                                          if scenario.task_changes_per_year else "")),
