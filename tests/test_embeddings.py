@@ -7,7 +7,7 @@ import pytest
 
 from adaptlab.embeddings import load_embedder
 from adaptlab.errors import ConfigError, ModelError
-from adaptlab.models import list_models
+from adaptlab.model_info import list_models
 
 TEXTS = [
     "The cat sat on the mat.",

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaptlab.lm.base import LM, LoglikelihoodRequest
-from adaptlab.lm.hf import HFLM, plan_groups
+from adaptlab.lm.hf import HFLM
+from adaptlab.lm.prefix import plan_groups
 
 TOL = 1e-4
 INSTRUCTION = "Classify the sentiment of each movie review.\n\n"

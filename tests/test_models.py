@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import adaptlab
-from adaptlab import models
+from adaptlab import model_info, models
 from adaptlab.errors import ConfigError, ModelError
 
 SRC = str(Path(adaptlab.__file__).resolve().parents[1])
@@ -181,8 +181,8 @@ def test_tiny_is_deterministic_and_leaves_global_rng_alone(tiny_loaded):
 
 def test_tiny_param_count_matches_model(tiny_loaded):
     actual = sum(p.numel() for p in tiny_loaded.model.parameters())
-    assert models.tiny_param_count(len(tiny_loaded.tokenizer)) == actual
-    row = {r.name: r for r in models.list_models()}["tiny-random-llama"]
+    assert model_info.tiny_param_count(len(tiny_loaded.tokenizer)) == actual
+    row = {r.name: r for r in model_info.list_models()}["tiny-random-llama"]
     assert row.available and row.params == actual
 
 
@@ -197,7 +197,7 @@ def test_tiny_in_bfloat16(tiny_loaded):
 
 
 def test_context_length_and_tokenizer(tiny_loaded):
-    assert models.context_length("tiny-random-llama") == tiny_loaded.model.config.max_position_embeddings
+    assert model_info.context_length("tiny-random-llama") == tiny_loaded.model.config.max_position_embeddings
     tok = models.load_tokenizer()
     assert tok("hello world")["input_ids"] == tiny_loaded.tokenizer("hello world")["input_ids"]
 
@@ -210,7 +210,7 @@ def test_local_folder_safetensors_only_unless_pickle_allowed(tiny_loaded, tmp_pa
     loaded = models.load_model(str(safe))
     assert loaded.path == safe.resolve()
     assert torch.allclose(_logits(loaded.model, loaded.tokenizer), _logits(model, tok), atol=1e-6)
-    assert models.context_length(str(safe)) == model.config.max_position_embeddings
+    assert model_info.context_length(str(safe)) == model.config.max_position_embeddings
 
     pickled = tmp_path / "pickled"
     model.config.save_pretrained(pickled)
@@ -223,7 +223,7 @@ def test_local_folder_safetensors_only_unless_pickle_allowed(tiny_loaded, tmp_pa
 
 
 def test_list_models_reports_known_names():
-    rows = {r.name: r for r in models.list_models()}
+    rows = {r.name: r for r in model_info.list_models()}
     assert set(rows) == set(models.KNOWN_MODELS)
     smol = rows[models.DEFAULT_MODEL]
     assert smol.available and smol.params and smol.size_bytes and smol.note
@@ -258,9 +258,9 @@ def test_converted_matches_gguf(default_loaded, gguf_reference):
     chat = [{"role": "user", "content": "Hi"}]
     assert tok.apply_chat_template(chat, tokenize=False) == gguf_tok.apply_chat_template(chat, tokenize=False)
     assert torch.allclose(_logits(default_loaded.model, tok), _logits(gguf_model, gguf_tok), atol=1e-4)
-    assert models.context_length() == gguf_model.config.max_position_embeddings
+    assert model_info.context_length() == gguf_model.config.max_position_embeddings
     params = sum(p.numel() for p in default_loaded.model.parameters())
-    assert {r.name: r for r in models.list_models()}[models.DEFAULT_MODEL].params == params
+    assert {r.name: r for r in model_info.list_models()}[models.DEFAULT_MODEL].params == params
 
 
 @pytest.mark.integration
@@ -314,11 +314,11 @@ def test_killed_then_concurrent_conversions_leave_a_valid_cache(tmp_path, defaul
 
 @pytest.mark.integration
 def test_list_models_before_conversion(tmp_path, default_loaded):
-    rows = {r.name: r for r in models.list_models(cache_dir=tmp_path)}
+    rows = {r.name: r for r in model_info.list_models(cache_dir=tmp_path)}
     smol = rows[models.DEFAULT_MODEL]
     assert smol.available and "GGUF" in smol.note and smol.size_bytes == models.gguf_path().stat().st_size
     assert smol.params == sum(p.numel() for p in default_loaded.model.parameters())
-    assert rows["tiny-random-llama"].params == models.tiny_param_count(len(default_loaded.tokenizer))
+    assert rows["tiny-random-llama"].params == model_info.tiny_param_count(len(default_loaded.tokenizer))
     assert not models.is_converted(tmp_path)
 
 

@@ -52,7 +52,7 @@ def models_cmd() -> None:
     """List the known model names, whether each is available here, size and parameter count."""
     from rich.table import Table
 
-    from adaptlab.models import list_models
+    from adaptlab.model_info import list_models
 
     table = Table(title="Models")
     for col in ("name", "kind", "available", "size", "parameters", "note"):
@@ -84,7 +84,8 @@ def validate_cmd(
     task = load_task(task_path)
     tokenizer = max_tokens = None
     if not no_model:
-        from adaptlab.models import context_length, load_tokenizer
+        from adaptlab.model_info import context_length
+        from adaptlab.models import load_tokenizer
 
         try:
             tokenizer = load_tokenizer(model)

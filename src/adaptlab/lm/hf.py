@@ -16,7 +16,6 @@ read go through the output layer, so full-vocabulary logits are never built for 
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from adaptlab.errors import DataError
 from adaptlab.lm.base import ContinuationScores, LoglikelihoodRequest, Usage
+from adaptlab.lm.prefix import lcp, plan_groups, prefix_cache_from
 
 if TYPE_CHECKING:
     import torch
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GROUP_OVERHEAD_TOKENS = 64
-"""Cost of one extra prefix group, in tokens, when deciding whether a longer group prefix pays."""
 _HEAD_CHUNK = 512
 """Positions per output-layer call (bounds the full-vocabulary logits held at once)."""
 _SCALED_LOGITS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
@@ -77,101 +75,6 @@ class _Row:
     ctx_len: int
     reads: list[tuple[int, int, list[int]]] = field(default_factory=list)
     """(continuation index, first position, target ids): log p(target[k]) is read at position first + k."""
-
-
-@functools.cache
-def _shared_prefix_layer() -> type:
-    """A single-use ``DynamicLayer`` holding a batch-1 prefix shared by every row of one forward pass.
-
-    The prefix is broadcast (not copied per row) into the concatenation that attention needs, so memory
-    grows with the suffixes, not batch x prefix. The new keys/values of the one forward are kept by
-    reference in ``new_keys``/``new_values`` (to extend the prefix), never appended.
-    """
-    import torch
-    from transformers.cache_utils import DynamicLayer
-
-    class SharedPrefixLayer(DynamicLayer):
-        def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-            super().__init__()
-            self.keys, self.values = keys, values
-            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
-            self.new_keys: torch.Tensor | None = None
-            self.new_values: torch.Tensor | None = None
-
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            if self.new_keys is not None:
-                raise RuntimeError("a shared-prefix cache serves one forward pass")
-            self.new_keys, self.new_values = key_states, value_states
-            b = key_states.shape[0]
-            return (torch.cat([self.keys.expand(b, -1, -1, -1), key_states], dim=-2),
-                    torch.cat([self.values.expand(b, -1, -1, -1), value_states], dim=-2))
-
-        def get_seq_length(self) -> int:
-            return self.keys.shape[-2]
-
-    return SharedPrefixLayer
-
-
-def _prefix_cache(model: "PreTrainedModel", kv: list[tuple["torch.Tensor", "torch.Tensor"]]) -> Any:
-    """A fresh ``DynamicCache`` whose layers start from the shared (batch-1) prefix ``kv``."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.config)
-    cache.layers = [_shared_prefix_layer()(k, v) for k, v in kv]
-    return cache
-
-
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def plan_groups(contexts: Sequence[Sequence[int]], *, overhead: int = GROUP_OVERHEAD_TOKENS,
-                grouping: bool = True) -> tuple[int, list[tuple[int, list[int]]]]:
-    """Split requests into prefix groups: ``(shared_len, [(group_prefix_len, request indices), ...])``.
-
-    ``shared_len`` is the longest common prefix of all contexts; a group's prefix extends it and is
-    computed once per group. Groups are contiguous runs of the lexicographically sorted contexts (nodes
-    of their token trie); a tree DP picks the split that minimises tokens run plus ``overhead`` per group.
-    Every prefix leaves at least one context token out, so each request keeps a suffix position to read.
-    """
-    n = len(contexts)
-    order = sorted(range(n), key=lambda i: contexts[i])
-    lens = [len(contexts[i]) for i in order]
-    adj = [_lcp(contexts[order[k]], contexts[order[k + 1]]) for k in range(n - 1)]
-
-    def prefix(lo: int, hi: int) -> int:
-        cap = min(lens[lo:hi]) - 1
-        return cap if hi - lo == 1 else min(min(adj[lo:hi - 1]), cap)
-
-    shared = prefix(0, n)
-    if not grouping or n < 3:
-        return shared, [(shared, list(range(n)))]
-
-    def cost_one(lo: int, hi: int, p: int) -> int:
-        return (p - shared) + sum(lens[lo:hi]) - (hi - lo) * p + overhead
-
-    def best(lo: int, hi: int, depth: int) -> tuple[int, list[tuple[int, int, int]]]:
-        p = prefix(lo, hi)
-        one = (cost_one(lo, hi, p), [(p, lo, hi)])
-        if hi - lo == 1 or depth > 64:
-            return one
-        low = min(adj[lo:hi - 1])
-        cuts = [k + 1 for k in range(lo, hi - 1) if adj[k] == low]
-        total, parts = 0, []
-        for a, b in zip([lo] + cuts, cuts + [hi]):
-            c, g = best(a, b, depth + 1)
-            total, parts = total + c, parts + g
-            if total >= one[0]:
-                return one
-        return total, parts
-
-    _, parts = best(0, n, 0)
-    return shared, [(p, [order[k] for k in range(lo, hi)]) for p, lo, hi in parts]
 
 
 class HFLM:
@@ -299,7 +202,7 @@ class HFLM:
         from transformers import DynamicCache
 
         past = base[0][0].shape[-2] if base else 0
-        cache = _prefix_cache(self.model, base) if base else DynamicCache(config=self.model.config)
+        cache = prefix_cache_from(self.model, base) if base else DynamicCache(config=self.model.config)
         x = torch.tensor([ids], device=self.device)
         pos = torch.arange(past, past + len(ids), device=self.device)[None]
         self._hidden(x, None, pos, cache)
@@ -312,7 +215,7 @@ class HFLM:
         """Keys/values of ``ids`` and how many tokens were computed for them: all of them, or with
         `keep_prefix` active only those after the longest common prefix with the kept ids."""
         kept = self._kept if self._keep else None
-        reuse = _lcp(kept[0], ids) if kept else 0
+        reuse = lcp(kept[0], ids) if kept else 0
         if kept and reuse:
             drop = len(kept[0]) - reuse  # kept keys may hold extra leading positions (a soft prompt)
             kv = [(k[..., :k.shape[-2] - drop, :], v[..., :v.shape[-2] - drop, :]) for k, v in kept[1]]
@@ -346,7 +249,7 @@ class HFLM:
                         slot = positions.setdefault((b, first - start + k), len(positions))
                         gather.append((row.req, j, slot, t))
             pos = torch.arange(start, start + width)[None].expand(len(batch), -1)
-            cache = _prefix_cache(self.model, kv) if kv else None
+            cache = prefix_cache_from(self.model, kv) if kv else None
             hidden = self._hidden(ids.to(self.device), None, pos.to(self.device), cache)
             del cache
             where = torch.tensor(list(positions), dtype=torch.long, device=self.device).reshape(-1, 2)
