@@ -94,6 +94,28 @@ def test_break_even_flips_the_decision(queries):
     assert any(f"Break-even at {BREAK_EVEN / 1000:.3g}k" in r for r in rec.reasons)
 
 
+def test_prefix_cache_prices_warm_prompts_and_flips_the_decision():
+    """With the prompt's prefix kept, the 8-shot prompt answers in 0.06 s, not 0.5 s: at twice the cold
+    break-even volume the cheaper option is now the prompt, and each side names the other."""
+    import dataclasses
+
+    cells = [dataclasses.replace(c, extra={"cost": {"query": {
+        "latency_p50_s": c.query_seconds,
+        "latency_p50_warm_s": 0.06 if c.strategy == "few_shot" else c.query_seconds}}}) for c in CLOSE[0]]
+    preds = CLOSE[1]
+    run = (cells, preds)
+    cold = decide(run, queries_per_month=BREAK_EVEN * 2, accuracy_target=0.80)
+    warm = decide(run, queries_per_month=BREAK_EVEN * 2, accuracy_target=0.80, prefix_cache=True)
+    assert (cold.decision, warm.decision) == ("finetune", "prompt")
+    assert any("With a serving engine that keeps prompt prefixes" in w and "prompt" in w for w in cold.would_change)
+    assert any("Without a serving engine" in w and "finetune" in w for w in warm.would_change)
+    # recommend() prices the scenario it is given, not only the one the analysis was made under
+    sc = Scenario(price_per_hour=1.0, months=12, queries_per_month=BREAK_EVEN * 2, accuracy_target=0.80,
+                  prefix_cache=True)
+    cold_analysis = analyze(cells, lambda key: preds[key], Scenario(price_per_hour=1.0, months=12))
+    assert recommend(cold_analysis, sc).decision == "prompt"
+
+
 def test_task_changes_tip_the_cost():
     steady = decide(CLOSE, queries_per_month=BREAK_EVEN * 2, accuracy_target=0.80)
     churn = decide(CLOSE, queries_per_month=BREAK_EVEN * 2, accuracy_target=0.80, task_changes_per_year=4)

@@ -298,7 +298,7 @@ def recommend(analysis: Analysis, scenario: Scenario | None = None) -> Recommend
     from adaptlab.analysis import best_of
 
     sc = scenario if scenario is not None else analysis.scenario
-    cells = [c for c in analysis.cells if c.ok]
+    cells = [c.served(sc) for c in analysis.cells if c.ok]
     if not cells:
         raise DataError("the run has no finished cells to recommend from", hint="run `adaptlab compare`")
     labels = sc.labels_available if sc.labels_available is not None else max(c.n_train for c in cells)
@@ -399,6 +399,15 @@ def _would_change(analysis: Analysis, cells: list[CellRecord], sc: Scenario, lab
         low = min(p.mean, f.mean)
         if (sc.accuracy_target is None or sc.accuracy_target > low) and (what := flip(accuracy_target=low)):
             out.append(f"With an accuracy target at or below {low:.3f} (both meet it), cost decides: {what}.")
+    if any(((c.extra.get("cost") or {}).get("query") or {}).get("latency_p50_warm_s") for c in cells):
+        alt = dataclasses.replace(sc, prefix_cache=not sc.prefix_cache)
+        o2 = _candidates([c.served(alt) for c in cells], alt, labels, sc.latency_budget_s)
+        if o2["prompt"] or o2["finetune"]:
+            g2 = _gap(analysis, o2["prompt"], o2["finetune"]) if o2["prompt"] and o2["finetune"] else None
+            d, o, _ = _decide(o2["prompt"], o2["finetune"], g2, alt)
+            if (d, o.name) != (rec.decision, rec.choice):
+                out.append(f"{'With' if alt.prefix_cache else 'Without'} a serving engine that keeps prompt prefixes "
+                           f"between queries (scenario.prefix_cache): the decision would be {d} (ship {o.name}).")
     chosen = p if p and p.name == rec.choice else f
     if chosen and chosen.latency > 0:
         out.append(f"A latency budget below {_ms(chosen.latency)} rules out {chosen.name}.")
