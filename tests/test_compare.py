@@ -234,6 +234,19 @@ def test_failed_cell_is_recorded_and_the_run_goes_on(tmp_path: Path, one_thread)
     assert zero_metrics.stat().st_mtime_ns == stamp
 
 
+def test_embedding_probe_cells_share_one_loaded_embedder(tmp_path: Path, monkeypatch) -> None:
+    import adaptlab.embeddings as embeddings
+    from adaptlab.experiment import load_experiment, run_experiment
+
+    loads = []
+    real = embeddings.load_embedder
+    monkeypatch.setattr(embeddings, "load_embedder", lambda name, *a, **kw: loads.append(name) or real(name, *a, **kw))
+    text = EXPERIMENT.split("strategies:")[0] + "strategies:\n  - embedding_probe\nscenario: {}\n"
+    records = run_experiment(load_experiment(_experiment(tmp_path, text)), tmp_path / "run", progress=False)
+    assert [r.status for r in records] == ["done"] * 4  # n = 8, 16 x seeds 0, 1
+    assert loads == ["minilm-l6"]
+
+
 def test_signal_during_a_store_write_is_deferred_to_its_end() -> None:
     from adaptlab.experiment.runner import _Signals, _Stop
 

@@ -81,8 +81,9 @@ def run_prompt_cell(cell: "Cell", cfg: "ExperimentConfig", inputs: CellInputs, t
 
 
 def run_finetune_cell(cell: "Cell", cfg: "ExperimentConfig", inputs: CellInputs, train: Sequence["Example"],
-                      out: Path) -> "EvalResult":
-    """Fine-tune ``cfg.model`` on ``train`` from scratch (no checkpoint resume) and evaluate."""
+                      out: Path, *, embedder: Callable[[str], Any] | None = None) -> "EvalResult":
+    """Fine-tune ``cfg.model`` on ``train`` from scratch (no checkpoint resume) and evaluate.
+    ``embedder(name)`` supplies a shared sentence embedder to the embedding probe."""
     from adaptlab.finetuning.configs import build_configs
     from adaptlab.finetuning.run import finetune_examples
 
@@ -93,7 +94,9 @@ def run_finetune_cell(cell: "Cell", cfg: "ExperimentConfig", inputs: CellInputs,
         args.progress = False
     result = finetune_examples(inputs.task, list(train), inputs.dev, inputs.test, cfg.model, cell.strategy,
                                cfg=method_cfg, args=args, out_dir=out, seed=cell.seed, options=cell.options,
-                               split=cfg.split, limit=cfg.limit, progress=False)
+                               split=cfg.split, limit=cfg.limit, progress=False,
+                               embedder=embedder(method_cfg.embedder) if embedder is not None
+                               and cell.strategy == "embedding_probe" else None)
     if result is None:  # only non-main processes of a multi-process launch return None
         raise RuntimeError("fine-tuning returned no result (not the main process)")
     return result

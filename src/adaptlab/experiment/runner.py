@@ -191,7 +191,7 @@ def _run_cell(cell: Cell, cfg: ExperimentConfig, res: _Resources,
     if cell.family == "prompt":
         result = run_prompt_cell(cell, cfg, res.inputs, train, res.lm(), out, embedder=res.embedder)
     else:
-        result = run_finetune_cell(cell, cfg, res.inputs, train, out)
+        result = run_finetune_cell(cell, cfg, res.inputs, train, out, embedder=res.embedder)
     return to_record(cell, result, f"{CELLS_DIR}/{cell.short_key}")
 
 

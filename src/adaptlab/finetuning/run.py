@@ -137,17 +137,18 @@ def finetune_examples(task: "Task", train: Sequence["Example"], dev: Sequence["E
                       prompt: Mapping[str, Any] | None = None, split: str = "test", limit: int | None = None,
                       merge: bool = False, resume: bool = False, progress: bool = True,
                       keep_checkpoints: bool = False, trust_remote_code: bool = False,
-                      allow_pickle: bool = False) -> "EvalResult | None":
+                      allow_pickle: bool = False, embedder: Any = None) -> "EvalResult | None":
     """Fine-tune on the given ``train``/``dev`` examples and evaluate on ``examples`` (what
     `run_finetune` does after choosing them; the compare runner calls this with its shared subsets).
-    ``cfg``/``args`` come from `build_configs`. Writes the artifact, metrics, config and card to ``out_dir``."""
+    ``cfg``/``args`` come from `build_configs`. ``embedder``: a loaded `Embedder` the embedding probe uses
+    instead of loading its own. Writes the artifact, metrics, config and card to ``out_dir``."""
     from adaptlab.evaluate import evaluate, save_metrics
 
     task_obj, out = task, Path(out_dir)
     log.info("fine-tuning %s with %s on %d %s examples (%d dev)", model_name, method, len(train),
              task_obj.name, len(dev))
     if isinstance(cfg, EmbeddingProbeConfig):
-        adapted: Any = cfg.fit(task_obj, train, dev, seed=seed)
+        adapted: Any = cfg.fit(task_obj, train, dev, seed=seed, embedder=embedder)
     else:
         adapted = cfg.fit(task_obj, train, dev, model=model_name, args=args, out_dir=out,
                           resume=resume, prompt=prompt,
