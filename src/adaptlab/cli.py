@@ -460,7 +460,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # adaptlab shows its own progress
     import warnings
 
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # library deprecations
+    if not debug:  # the libraries' deprecation notices are for their developers, not for CLI users
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         app()
     except AdaptlabError as exc:

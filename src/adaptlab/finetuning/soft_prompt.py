@@ -36,8 +36,13 @@ class _SoftPromptDecoder(nn.Module):
         self._owner = [owner]  # a list, so the owner is not registered as a submodule (no cycle)
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, past_key_values: Any = None,
+                position_ids: torch.Tensor | None = None, cache: Any = None, past_key_values: Any = None,
                 inputs_embeds: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        """Takes the KV cache by either name (``cache``: transformers >= 5.24) and passes it on by the
+        decoder's own."""
+        from adaptlab.lm.prefix import cache_kwarg
+
+        past_key_values = cache if cache is not None else past_key_values
         owner = self._owner[0]
         decoder = owner.lm.get_decoder()
         if inputs_embeds is None:
@@ -66,8 +71,9 @@ class _SoftPromptDecoder(nn.Module):
         if attention_mask is not None and offset:
             ones = attention_mask.new_ones((attention_mask.shape[0], offset))
             attention_mask = torch.cat([ones, attention_mask], dim=1)
+        kwargs[cache_kwarg(decoder.forward)] = past_key_values
         out = decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                      past_key_values=past_key_values, **kwargs)
+                      **kwargs)
         if strip:
             out.last_hidden_state = out.last_hidden_state[:, strip:]
         return out
@@ -111,4 +117,7 @@ class SoftPromptLM(nn.Module):
         kwargs.pop("labels", None)
         out = self._decoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         logits = self.lm.get_output_embeddings()(out.last_hidden_state)
-        return CausalLMOutputWithPast(logits=logits, past_key_values=out.past_key_values)
+        from adaptlab.lm.prefix import output_cache
+
+        field = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+        return CausalLMOutputWithPast(logits=logits, **{field: output_cache(out)})

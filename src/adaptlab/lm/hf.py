@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from adaptlab.errors import DataError
 from adaptlab.lm.base import ContinuationScores, LoglikelihoodRequest, Usage
-from adaptlab.lm.prefix import lcp, plan_groups, prefix_cache_from
+from adaptlab.lm.prefix import cache_kwarg, lcp, plan_groups, prefix_cache_from
 
 if TYPE_CHECKING:
     import torch
@@ -122,6 +122,7 @@ class HFLM:
         if prefix_cache and sliding:
             log.info("%s has sliding-window attention: prefix caching disabled", name)
         self._decoder, self._head = self._split_model()
+        self._cache_kw = cache_kwarg((self._decoder or self.model).forward)
         ids = [tokenizer.bos_token_id, tokenizer.eos_token_id]
         self._empty_context = [next(i for i in ids if i is not None)] if any(i is not None for i in ids) else [0]
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._empty_context[0]
@@ -179,8 +180,8 @@ class HFLM:
     def _hidden(self, ids: "torch.Tensor", mask: "torch.Tensor | None", pos: "torch.Tensor",
                 cache: Any) -> "torch.Tensor":
         """Last hidden states (or full logits when the model cannot be split), shape (batch, seq, *)."""
-        kw = dict(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                  use_cache=cache is not None)
+        kw = dict(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=cache is not None)
+        kw[self._cache_kw] = cache
         if self._decoder is None:
             return self.model(**kw).logits
         return self._decoder(**kw).last_hidden_state

@@ -1,10 +1,12 @@
 """Shared-prefix KV caching for `adaptlab.lm.hf.HFLM`: planning which prompt prefixes to compute once
-(`plan_groups`) and a cache layer that broadcasts a batch-1 prefix to every row of a forward pass."""
+(`plan_groups`), a cache layer that broadcasts a batch-1 prefix to every row of a forward pass, and the
+keyword a model's forward takes its cache by (`cache_kwarg`)."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -109,3 +111,18 @@ def plan_groups(contexts: Sequence[Sequence[int]], *, overhead: int = GROUP_OVER
 
     _, parts = best(0, n, 0)
     return shared, [(p, [order[k] for k in range(lo, hi)]) for p, lo, hi in parts]
+
+
+def cache_kwarg(forward: Callable[..., Any]) -> str:
+    """The keyword ``forward`` takes the KV cache by: ``cache`` (transformers >= 5.24) or ``past_key_values``
+    (earlier; 5.24 still accepts it with a deprecation warning)."""
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache of a model output (``cache`` from transformers 5.24, ``past_key_values`` before)."""
+    return getattr(out, "cache", None) if hasattr(out, "cache") else getattr(out, "past_key_values", None)
