@@ -113,6 +113,7 @@ def plan_groups(contexts: Sequence[Sequence[int]], *, overhead: int = GROUP_OVER
     return shared, [(p, [order[k] for k in range(lo, hi)]) for p, lo, hi in parts]
 
 
+@functools.lru_cache(maxsize=64)
 def cache_kwarg(forward: Callable[..., Any]) -> str:
     """The keyword ``forward`` takes the KV cache by: ``cache`` (transformers >= 5.24) or ``past_key_values``
     (earlier; 5.24 still accepts it with a deprecation warning)."""
