@@ -1,6 +1,6 @@
 """Benchmark: fine-tuning methods on SST-2, and adaptlab's LoRA training speed vs a plain `Trainer`.
 
-Part 1 (``--methods``): for every method x training size x seed, one `run_finetune` in its own process
+Part 1 (``--methods``): for every method x training size x seed, one ``adaptlab finetune`` in its own process
 (so peak memory is that run's), reporting test accuracy (``--limit`` caps the test examples), training
 seconds, tokens/second, peak memory and trainable parameters.
 
@@ -49,14 +49,13 @@ def _env() -> dict[str, str]:
 def run_method(task: str, model: str, method: str, n: int, seed: int, args: argparse.Namespace,
                work: Path) -> dict:
     out = work / f"{method}-n{n}-s{seed}"
-    cmd = [sys.executable, "-m", "adaptlab.finetuning.run", task, "--model", model, "--method", method,
-           "--n-train", str(n), "--epochs", str(args.epochs), "--out", str(out), "--seed", str(seed),
-           "--no-progress"]
+    cmd = [sys.executable, "-m", "adaptlab", "finetune", task, "--model", model, "--method", method,
+           "--n-train", str(n), "--epochs", str(args.epochs), "--out", str(out), "--seed", str(seed)]
     if args.limit:
         cmd += ["--limit", str(args.limit)]
     if method != "embedding_probe":
         cmd += ["--set", f"batch_size={args.batch_size}", "--set", f"eval_limit={args.eval_limit}",
-                "--set", "save_every=0"]
+                "--set", "save_every=0", "--set", "progress=false"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -64,14 +63,14 @@ def run_method(task: str, model: str, method: str, n: int, seed: int, args: argp
     if proc.returncode != 0:
         row["error"] = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
         return row
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    train = res["train"]
-    row.update({"accuracy": res["metric"]["value"], "ci": [res["metric"]["ci_low"], res["metric"]["ci_high"]],
+    metrics = json.loads((out / "metrics.json").read_text())
+    train = metrics["cost"]["train"]
+    row.update({"accuracy": metrics["metric"]["value"],
+                "ci": [metrics["metric"]["ci_low"], metrics["metric"]["ci_high"]],
                 "train_seconds": train.get("seconds"), "tokens_per_second": train.get("tokens_per_second"),
                 "peak_memory_mb": (train.get("peak_memory_bytes") or 0) / 2**20,
                 "trainable_params": train.get("trainable_params"), "train_flops": train.get("flops"),
                 "artifact_bytes": train.get("artifact_bytes")})
-    metrics = json.loads((out / "metrics.json").read_text())
     row["query_flops"] = metrics["cost"]["query"].get("flops")
     row["latency_p50_s"] = metrics["cost"]["query"].get("latency_p50_s")
     return row
@@ -80,11 +79,10 @@ def run_method(task: str, model: str, method: str, n: int, seed: int, args: argp
 # ----------------------------------------------------------------------------- part 2: vs Trainer
 def _encoded(task_path: str, model: str, n: int, seed: int, max_length: int, n_dev: int = 0):
     """(task, train examples, loaded model, encoded train, encoded first ``n_dev`` dev examples)."""
-    from adaptlab.data import load_splits, nested_subsets
-    from adaptlab.finetuning.batching import encode_pairs
-    from adaptlab.finetuning.methods import training_pairs, zero_shot_prompt
+    from adaptlab.data import load_splits, load_task, nested_subsets
     from adaptlab.models import load_model
-    from adaptlab.tasks import load_task
+    from adaptlab.strategies.finetune.batching import encode_pairs
+    from adaptlab.strategies.finetune.gradient import training_pairs, zero_shot_prompt
 
     task = load_task(task_path)
     splits = load_splits(task, seed=seed)
@@ -100,7 +98,7 @@ def dev_loss(model, dev, pad_id: int, batch_size: int = 16) -> float | None:
     """Mean answer-token cross-entropy of ``model`` on encoded ``dev`` examples (same code for both sides)."""
     import torch
 
-    from adaptlab.finetuning.batching import IGNORE_INDEX, collate
+    from adaptlab.strategies.finetune.batching import IGNORE_INDEX, collate
 
     if not dev:
         return None
@@ -126,13 +124,13 @@ def _peak_rss_mb() -> float:
 
 
 def worker_adaptlab(ns: argparse.Namespace) -> dict:
-    from adaptlab.finetuning.configs import LoraConfig, TrainArgs
+    from adaptlab.strategies import FitContext, LoraConfig
 
     task, train, loaded, enc, dev = _encoded(ns.task, ns.model, ns.compare_n, ns.seeds[0], 512, ns.compare_dev)
-    args = TrainArgs(epochs=ns.epochs, batch_size=ns.batch_size, learning_rate=1e-3, seed=ns.seeds[0],
-                     eval_metric=False, keep_best=False, save_every=0, progress=False, warmup_ratio=0.1)
+    cfg = LoraConfig(epochs=ns.epochs, batch_size=ns.batch_size, learning_rate=1e-3, eval_metric=False,
+                     keep_best=False, save_every=0, progress=False, warmup_ratio=0.1)
     with tempfile.TemporaryDirectory() as tmp:
-        adapted = LoraConfig().fit(task, train, [], model=loaded, args=args, out_dir=tmp)
+        adapted = cfg.fit(task, train, [], FitContext.of(loaded, seed=ns.seeds[0], work_dir=Path(tmp)))
     c = adapted.train_cost
     return {"runner": "adaptlab", "tokens": c["tokens"], "padded_tokens": c["padded_tokens"],
             "train_seconds": c["seconds"], "tokens_per_second": c["tokens"] / c["seconds"],
@@ -146,7 +144,7 @@ def worker_trainer(ns: argparse.Namespace) -> dict:
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from adaptlab.finetuning.batching import IGNORE_INDEX
+    from adaptlab.strategies.finetune.batching import IGNORE_INDEX
 
     _, _, loaded, enc, dev = _encoded(ns.task, ns.model, ns.compare_n, ns.seeds[0], 512, ns.compare_dev)
     model = loaded.model

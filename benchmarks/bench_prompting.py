@@ -51,23 +51,26 @@ def save(results, path):
         tmp.replace(path)
 
 
-def run_config(name, cfg, task, splits, test, lm, embedder, progress):
+def run_config(name, cfg, task, splits, test, lm, embedder, progress, seed=0):
     """Fit + predict once; accuracy without and with calibration and the per-query cost."""
     import numpy as np
 
+    from adaptlab.strategies import FitContext
+
     gold = [task.label_of(ex) for ex in test]
     keys = task.label_keys
+    embedders = {cfg.embedder: embedder} if embedder is not None else None
     t0 = time.perf_counter()
-    adapted = cfg.fit(task, splits.train, splits.dev, lm, embedder=embedder)
+    adapted = cfg.fit(task, splits.train, splits.dev, FitContext.of(lm, seed=seed, embedders=embedders))
     fit_s = time.perf_counter() - t0
     computed0 = lm.usage.computed_tokens
     t0 = time.perf_counter()
-    preds = adapted.predict(test, lm, progress=progress)
+    preds = adapted.predict(test, progress=progress)
     pred_s = time.perf_counter() - t0
     raw = [keys[int(np.argmax([p.logprobs[k] for k in keys]))] for p in preds]
     cal = [p.pred for p in preds]
     row = {
-        "name": name, "seed": cfg.seed, "n": len(test),
+        "name": name, "seed": seed, "n": len(test),
         "acc_raw": float(np.mean([r == g for r, g in zip(raw, gold)])),
         "acc_cal": float(np.mean([c == g for c, g in zip(cal, gold)])),
         "raw_pred_share": {k: raw.count(k) / len(raw) for k in keys},
@@ -77,7 +80,7 @@ def run_config(name, cfg, task, splits, test, lm, embedder, progress):
         "computed_tokens_per_query": (lm.usage.computed_tokens - computed0) / len(test),
         "fit_s": fit_s, "predict_s": pred_s, "prefix_shared": adapted.knn is None,
     }
-    log(f"  {name:<16} seed={cfg.seed} acc={row['acc_raw']:.4f} cal={row['acc_cal']:.4f} "
+    log(f"  {name:<16} seed={seed} acc={row['acc_raw']:.4f} cal={row['acc_cal']:.4f} "
         f"tokens/q={row['prompt_tokens']:.0f} computed/q={row['computed_tokens_per_query']:.0f} "
         f"fit={fit_s:.1f}s predict={pred_s:.1f}s")
     return row
@@ -130,13 +133,11 @@ def main() -> None:
 
     import torch
 
-    from adaptlab.data import load_splits
-    from adaptlab.embeddings import load_embedder
+    from adaptlab.data import load_splits, load_task, seeded_sample
     from adaptlab.lm.hf import HFLM
     from adaptlab.models import load_model
-    from adaptlab.prompting import FewShotConfig, ZeroShotConfig
-    from adaptlab.prompting.artifact import seeded_sample
-    from adaptlab.tasks import load_task
+    from adaptlab.models.embeddings import load_embedder
+    from adaptlab.strategies import FewShotConfig, ZeroShotConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -156,9 +157,9 @@ def main() -> None:
         save(results, args.json)
         for selection in ("random", "balanced"):
             for seed in args.seeds:
-                cfg = FewShotConfig(k=args.k, selection=selection, seed=seed, calibrate=True)
+                cfg = FewShotConfig(k=args.k, selection=selection, calibrate=True)
                 rows.append(run_config(f"{args.k}-shot {selection}", cfg, task, splits, test, lm, None,
-                                       args.progress))
+                                       args.progress, seed=seed))
                 save(results, args.json)
         if "knn" not in args.skip:
             embedder = load_embedder()
@@ -180,9 +181,9 @@ def main() -> None:
                                None, args.progress))
         save(results, args.json)
         for seed in args.seeds:
-            cfg = FewShotConfig(k=args.k, selection="random", seed=seed, calibrate=True)
+            cfg = FewShotConfig(k=args.k, selection="random", calibrate=True)
             rows.append(run_config(f"{args.k}-shot random", cfg, task, splits, test, lm, None,
-                                   args.progress))
+                                   args.progress, seed=seed))
             save(results, args.json)
         results["agnews"]["summary"] = summarise(rows)
         log(table("AG News accuracy", results["agnews"]["summary"], len(test)))

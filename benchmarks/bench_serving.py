@@ -3,7 +3,7 @@
 A server answers one query at a time. Without a prefix cache every query of a few-shot prompt runs its
 demonstrations again; a serving engine with prefix caching (vLLM automatic prefix caching, llama.cpp
 ``cache_prompt``) runs them once and then only each query's own tokens. This prints, for zero-shot and
-k-shot balanced prompts (`adaptlab.prompting`), the median single-query latency cold (each query computed
+k-shot balanced prompts (`adaptlab.strategies.prompt`), the median single-query latency cold (each query computed
 in full) and warm (`HFLM.keep_prefix`, the previous query's prefix kept), the tokens computed per query,
 and the warm speed-up, measured side by side: each query is answered cold, then warm, so load drift on a
 shared machine hits both alike. Scores are the same both ways (checked). Zero-shot is also the serving
@@ -32,12 +32,13 @@ def measure(name: str, adapted, cold_lm, warm_lm, test) -> dict:
     """Cold and warm single-query latency and computed tokens, alternating per query (two `HFLM`s on one
     model: ``warm_lm`` keeps its prefix between calls, ``cold_lm`` does not)."""
     cold_s, warm_s, cold_tok, warm_tok, diffs = [], [], [], [], []
+    on = {id(cold_lm): adapted.bound(cold_lm), id(warm_lm): adapted.bound(warm_lm)}
     with warm_lm.keep_prefix():
-        adapted.predict([test[-1]], warm_lm)  # fill the kept prefix once (a server that has seen one query)
+        on[id(warm_lm)].predict([test[-1]])  # fill the kept prefix once (a server that has seen one query)
         for ex in test[:-1]:
             for lm, secs, toks in ((cold_lm, cold_s, cold_tok), (warm_lm, warm_s, warm_tok)):
                 c0, t0 = lm.usage.computed_tokens, time.perf_counter()
-                pred = adapted.predict([ex], lm)[0]
+                pred = on[id(lm)].predict([ex])[0]
                 secs.append(time.perf_counter() - t0)
                 toks.append(lm.usage.computed_tokens - c0)
                 if lm is cold_lm:
@@ -63,12 +64,10 @@ def main() -> None:
 
     import torch
 
-    from adaptlab.data import load_splits
+    from adaptlab.data import load_splits, load_task, seeded_sample
     from adaptlab.lm.hf import HFLM
     from adaptlab.models import load_model
-    from adaptlab.prompting import FewShotConfig, ZeroShotConfig
-    from adaptlab.prompting.artifact import seeded_sample
-    from adaptlab.tasks import load_task
+    from adaptlab.strategies import FewShotConfig, FitContext, ZeroShotConfig
 
     torch.set_num_threads(args.threads)
     loaded = load_model()
@@ -80,8 +79,8 @@ def main() -> None:
     print(f"{'prompt':<22} {'cold ms':>8} {'warm ms':>8} {'speed':>7} {'cold tok':>8} {'warm tok':>8}   max|dLL|")
     rows = []
     for k in args.shots:
-        cfg = ZeroShotConfig() if k == 0 else FewShotConfig(k=k, selection="balanced", seed=0)
-        adapted = cfg.fit(task, splits.train, splits.dev, lm)
+        cfg = ZeroShotConfig() if k == 0 else FewShotConfig(k=k, selection="balanced")
+        adapted = cfg.fit(task, splits.train, splits.dev, FitContext.of(lm, seed=0))
         rows.append(measure("zero-shot" if k == 0 else f"{k}-shot balanced", adapted, lm, warm_lm, test))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

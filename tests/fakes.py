@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from adaptlab.data import Example
-from adaptlab.lm.base import ContinuationScores, LoglikelihoodRequest, Usage
+from adaptlab.lm.base import ContinuationScores, LoglikelihoodRequest, Usage, no_kept_prefix
 
 
 class ScriptedLM:
@@ -100,6 +100,9 @@ class ScriptedLM:
                              generated_tokens=g))
         return outs
 
+    keep_prefix = staticmethod(no_kept_prefix)
+    """Scripted scoring keeps nothing between calls."""
+
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
@@ -145,7 +148,7 @@ def make_examples(rows: Sequence[tuple[str, str]], split: str = "train") -> list
 
 def sentiment_task(**overrides: object):
     """A small binary sentiment task (labels 0/1 -> negative/positive), data paths unused."""
-    from adaptlab.tasks import Task
+    from adaptlab.data import Task
 
     spec = dict(name="toy", type="classification", instruction="Classify the sentiment.",
                 data={"train": {"path": "train.jsonl"}}, input="{{ text }}",

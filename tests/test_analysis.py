@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from adaptlab.analysis import (Best, analyze, best_of, break_even, compare_best, crossing,
                                cumulative_cost_curve, learning_curves, paired_significance,
                                prompt_worth, queries_to_break_even, representative, sensitivity)
+from adaptlab.errors import ConfigError
 from adaptlab.results import CellRecord, PredictionRow, Scenario
 
 
@@ -179,8 +180,9 @@ def test_prefix_cache_scenario_prices_warm_queries():
     assert rec.served(cached) is rec and prompt[0].served(SCEN) is prompt[0]
     bare = cell("few_shot k=8", "few_shot", 8, 0, 0.8, query_seconds=0.1)
     assert bare.served(cached).query_seconds == 0.1
-    with pytest.raises(ValueError, match="prefix_cache"):
+    with pytest.raises(ConfigError, match="prefix_cache") as info:
         Scenario(prefix_cache="yes")
+    assert info.value.field == "prefix_cache" and "true or false" in info.value.message
 
 
 def test_break_even_never_and_from_the_start():

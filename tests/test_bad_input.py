@@ -22,10 +22,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adaptlab.data import load_splits
+from adaptlab.config import parse_scalar
+from adaptlab.data import Task, load_splits, load_task
 from adaptlab.errors import AdaptlabError, ConfigError, DataError
-from adaptlab.finetuning.configs import METHODS, build_configs, method_fields
-from adaptlab.tasks import Task, load_task
+from adaptlab.strategies import get_strategy, strategy_names
 
 _BIN = Path(sys.executable).with_name("adaptlab")
 ADAPTLAB = [str(_BIN)] if _BIN.is_file() else [sys.executable, "-m", "adaptlab"]
@@ -171,17 +171,30 @@ _option_value = st.one_of(st.none(), st.booleans(), st.integers(-3, 64), st.floa
                                                                                max_size=1))
 
 
+def method_fields(method: str) -> list[str]:
+    """Option names a fine-tuning method accepts (its own and, for gradient methods, the training fields)."""
+    return list(get_strategy(method).config.model_fields)
+
+
+FINETUNE_METHODS = strategy_names("finetune")
+
+
 @settings(max_examples=100, deadline=None)
-@given(method=st.sampled_from(sorted(METHODS)), data=st.data())
+@given(method=st.sampled_from(FINETUNE_METHODS), data=st.data())
 def test_random_finetune_options_give_configs_or_a_config_error(method: str, data) -> None:
     keys = st.sampled_from(method_fields(method)) | st.text(string.ascii_lowercase + "_", min_size=1, max_size=12)
     options = data.draw(st.dictionaries(keys, _option_value | st.text(max_size=6), max_size=4))
-    try:
-        cfg, args = build_configs(method, options)
-    except ConfigError as err:
-        assert err.field is not None and "\n" not in err.one_line()
-        return
-    assert cfg.name == method and args.batch_size >= 1
+    # as given from Python (strict types), and as `--set key=value` text reads (YAML scalars)
+    as_text = {k: parse_scalar(v) if isinstance(v, str) else v for k, v in options.items()}
+    for opts in (options, as_text):
+        try:
+            cfg = get_strategy(method).parse(opts)
+        except ConfigError as err:
+            assert err.field is not None and "\n" not in err.one_line()
+            continue
+        assert cfg.strategy_name == method
+        if hasattr(cfg, "train_args"):
+            assert cfg.train_args(0, progress=False).batch_size >= 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,7 +280,7 @@ def test_n_train_larger_than_the_data(cli, tmp_path: Path) -> None:
     (["prompt", "--strategy", "few_shot", "--option", "kk=4"], ["[kk]", "did you mean 'k'"]),
     (["finetune", "--method", "lroa"], ["[method]", "did you mean 'lora'"]),
     (["finetune", "--option", "rnak=4"], ["[rnak]", "did you mean 'rank'"]),
-    (["finetune", "--option", "batch_size=[8]"], ["[batch_size]", "invalid value"]),
+    (["finetune", "--option", "batch_size=[8]"], ["[batch_size]", "must be an integer"]),
 ])
 def test_unknown_strategy_and_option_names_suggest_the_closest(cli, tmp_path: Path, args: list[str],
                                                                fragments: list[str]) -> None:
@@ -352,9 +365,9 @@ def test_extra_fields_in_rows_are_kept_and_harmless(tmp_path: Path) -> None:
 
 
 def test_long_texts_are_cut_with_a_warning_that_counts_them(tiny_loaded, caplog) -> None:
-    from adaptlab.finetuning.batching import Pair, encode_pairs
     from adaptlab.lm.base import LoglikelihoodRequest
     from adaptlab.lm.hf import HFLM
+    from adaptlab.strategies.finetune.batching import Pair, encode_pairs
 
     long_text = "word " * 200
     lm = HFLM.from_loaded(tiny_loaded, max_length=64)
@@ -373,14 +386,29 @@ def test_long_texts_are_cut_with_a_warning_that_counts_them(tiny_loaded, caplog)
 
 
 def test_data_errors_are_raised_before_the_model_is_built(tmp_path: Path) -> None:
-    from adaptlab.evaluate import run_prompt
+    from adaptlab.experiment.single import SingleRun, run_single
+    from adaptlab.strategies import ModelPool
 
     (tmp_path / "train.jsonl").write_text(rows(10))
     (tmp_path / "test.jsonl").write_text(rows(3) + json.dumps({"text": "x", "label": "zz"}) + "\n")
     built: list[str] = []
+
+    class RecordingPool(ModelPool):  # notes every model (or embedder) the run asks for
+        def lm(self, role="default"):
+            built.append("lm")
+            return super().lm(role)
+
+        def trainable(self, role="default"):
+            built.append("trainable")
+            return super().trainable(role)
+
+        def embedder(self, name):
+            built.append("embedder")
+            return super().embedder(name)
+
     with pytest.raises(DataError) as info:
-        run_prompt(load_task(write_task(tmp_path)), lambda: built.append("lm"), "zero_shot", {},
-                   out_dir=tmp_path / "o")
+        run_single(load_task(write_task(tmp_path)), "zero_shot", {}, RecordingPool.of("tiny-random-llama"),
+                   SingleRun(out_dir=tmp_path / "o", progress=False))
     assert info.value.line == 4 and info.value.file == str(tmp_path / "test.jsonl")
     assert built == []  # the model was never built
 
@@ -401,7 +429,7 @@ def _fake_step(cap: int, group: list[int], seen: list[list[int]]):
 
 
 def test_oom_policy_halves_the_micro_batch_and_keeps_the_step(caplog) -> None:
-    from adaptlab.finetuning.memory import run_with_memory_backoff
+    from adaptlab.strategies.finetune.memory import run_with_memory_backoff
 
     caplog.set_level(logging.WARNING)
     group, seen, freed = list(range(16)), [], []
@@ -418,7 +446,7 @@ def test_oom_policy_is_bounded_and_passes_other_errors_through() -> None:
     import torch
 
     from adaptlab.errors import ResourceError
-    from adaptlab.finetuning.memory import is_out_of_memory, run_with_memory_backoff
+    from adaptlab.strategies.finetune.memory import is_out_of_memory, run_with_memory_backoff
 
     calls: list[int] = []
 
@@ -451,14 +479,14 @@ def test_training_under_a_memory_cap_matches_training_without_one(tiny_loaded, t
     import torch
     from fakes import TRAIN_ROWS, make_examples, sentiment_task
 
-    from adaptlab.finetuning.configs import LoraConfig, TrainArgs
+    from adaptlab.strategies import FitContext, LoraConfig
 
     task = sentiment_task(labels={"0": "negative", "1": "positive"})
     train = make_examples(TRAIN_ROWS)
-    args = TrainArgs(batch_size=8, max_steps=2, learning_rate=1e-2, eval_metric=False, progress=False,
-                     save_every=0, log_every=1, device="cpu")
-    lora = LoraConfig(dropout=0.0)  # dropout masks would depend on how the batch is cut
-    free = lora.fit(task, train, [], model=tiny_loaded, args=args, out_dir=tmp_path / "free")
+    args = dict(batch_size=8, max_steps=2, learning_rate=1e-2, eval_metric=False, progress=False,
+                save_every=0, log_every=1, device="cpu")
+    lora = LoraConfig(dropout=0.0, **args)  # dropout masks would depend on how the batch is cut
+    free = lora.fit(task, train, [], FitContext.of(tiny_loaded, work_dir=tmp_path / "free"))
 
     def cap(module, a, kwargs):
         ids = kwargs.get("input_ids", a[0] if a else None)
@@ -468,7 +496,7 @@ def test_training_under_a_memory_cap_matches_training_without_one(tiny_loaded, t
     hook = tiny_loaded.model.model.register_forward_pre_hook(cap, with_kwargs=True)
     caplog.set_level(logging.WARNING)
     try:
-        capped = lora.fit(task, train, [], model=tiny_loaded, args=args, out_dir=tmp_path / "capped")
+        capped = lora.fit(task, train, [], FitContext.of(tiny_loaded, work_dir=tmp_path / "capped"))
     finally:
         hook.remove()
     assert capped.train_cost["micro_batch_size"] == 2 and capped.train_cost["oom_halvings"] == 2

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from adaptlab.lm.base import ContinuationScores
-from adaptlab.prompting.calibration import (calibrate, content_free_prior, label_logits,
-                                            label_probs, softmax)
-from adaptlab.prompting.strategies import CalibrateConfig, FewShotConfig, ZeroShotConfig
+from adaptlab.strategies import CalibrateConfig, FewShotConfig, FitContext, ZeroShotConfig
+from adaptlab.strategies.prompt.calibration import (calibrate, content_free_prior, label_logits,
+                                                    label_probs, softmax)
 from fakes import (SENTIMENT_KEYWORDS, TEST_ROWS, TRAIN_ROWS, KeywordEmbedder, ScriptedLM,
                    make_examples, sentiment_task)
 
@@ -39,12 +39,12 @@ def test_zero_shot_calibration_recovers_the_unbiased_argmax():
     lm = ScriptedLM(SENTIMENT_KEYWORDS, bias=BIAS)
     train, test = make_examples(TRAIN_ROWS), make_examples(TEST_ROWS, "test")
     # "really good": one positive keyword -> p ∝ [0.8 * 1, 0.2 * 3] = [4/7, 3/7]: biased to negative
-    plain = ZeroShotConfig().fit(task, train, [], lm)
-    cal = ZeroShotConfig(calibrate=True).fit(task, train, [], lm)
+    plain = ZeroShotConfig().fit(task, train, [], FitContext.of(lm))
+    cal = ZeroShotConfig(calibrate=True).fit(task, train, [], FitContext.of(lm))
     assert cal.calibration.mode == "static"
     np.testing.assert_allclose(cal.calibration.p_cf, [0.8, 0.2])
-    raw = plain.predict(test[:1], lm)[0]
-    fixed = cal.predict(test[:1], lm)[0]
+    raw = plain.predict(test[:1])[0]
+    fixed = cal.predict(test[:1])[0]
     assert raw.pred == "0" and fixed.pred == "1"
     np.testing.assert_allclose([raw.scores["0"], raw.scores["1"]], [4 / 7, 3 / 7])
     np.testing.assert_allclose([fixed.scores["0"], fixed.scores["1"]], [0.25, 0.75])
@@ -53,8 +53,8 @@ def test_zero_shot_calibration_recovers_the_unbiased_argmax():
     gold = [ex.fields["label"] for ex in test]
     acc = lambda preds: np.mean([p.pred == g for p, g in zip(preds, gold)])  # noqa: E731
     # hand count: single-keyword positives ("really good", "good") flip to negative uncalibrated
-    assert acc(plain.predict(test, lm)) == 0.75
-    assert acc(cal.predict(test, lm)) == 1.0
+    assert acc(plain.predict(test)) == 0.75
+    assert acc(cal.predict(test)) == 1.0
 
 
 def test_calibrate_strategy_defaults_and_few_shot():
@@ -63,10 +63,10 @@ def test_calibrate_strategy_defaults_and_few_shot():
     train, test = make_examples(TRAIN_ROWS), make_examples(TEST_ROWS, "test")
     cfg = CalibrateConfig()
     assert cfg.calibrate and cfg.k == 0
-    few = CalibrateConfig(k=4, selection="balanced").fit(task, train, [], lm)
+    few = CalibrateConfig(k=4, selection="balanced").fit(task, train, [], FitContext.of(lm))
     assert few.strategy == "calibrate" and len(few.demos) == 4
     np.testing.assert_allclose(few.calibration.p_cf, [0.8, 0.2])
-    preds = few.predict(test, lm)
+    preds = few.predict(test)
     assert [p.pred for p in preds] == [ex.fields["label"] for ex in test]
 
 
@@ -75,10 +75,11 @@ def test_knn_calibrates_per_query_with_its_own_demos():
     lm = ScriptedLM(SENTIMENT_KEYWORDS, bias=BIAS)
     train, test = make_examples(TRAIN_ROWS), make_examples(TEST_ROWS, "test")
     emb = KeywordEmbedder([w for ws in SENTIMENT_KEYWORDS.values() for w in ws])
-    adapted = FewShotConfig(k=3, selection="knn", calibrate=True).fit(task, train, [], lm, embedder=emb)
+    adapted = FewShotConfig(k=3, selection="knn", calibrate=True).fit(
+        task, train, [], FitContext.of(lm, embedders={"minilm-l6": emb}))
     assert adapted.calibration.mode == "per_query" and adapted.calibration.p_cf is None
     lm.calls.clear()
-    preds = adapted.predict(test, lm)
+    preds = adapted.predict(test)
     # one call: each query followed by its 3 content-free prompts (same demonstrations)
     assert lm.calls == [len(test) * 4]
     for p in preds:
@@ -95,4 +96,4 @@ def test_calibration_rejects_generation_tasks():
     task = sentiment_task(type="generation", labels={}, label_field=None, target="{{ label }}",
                           metric="exact_match")
     with pytest.raises(ConfigError, match="classification"):
-        ZeroShotConfig(calibrate=True).fit(task, [], [], ScriptedLM(SENTIMENT_KEYWORDS))
+        ZeroShotConfig(calibrate=True).fit(task, [], [], FitContext.of(ScriptedLM(SENTIMENT_KEYWORDS)))

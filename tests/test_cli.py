@@ -122,7 +122,7 @@ def _predict_round_trip(artifact: Path, tmp_path: Path, text: str, labels: set[s
 @pytest.mark.integration
 @pytest.mark.parametrize("task_name", ["demo", "sst2"])
 def test_prompt_then_predict_round_trip(task_name, tmp_path, tasks_dir, default_loaded):
-    from adaptlab.tasks import builtin_task, load_task
+    from adaptlab.data import builtin_task, load_task
 
     task_file = "demo" if task_name == "demo" else str(tasks_dir / "sst2.yaml")
     task = builtin_task("demo") if task_name == "demo" else load_task(task_file)
@@ -146,7 +146,7 @@ def test_prompt_then_predict_round_trip(task_name, tmp_path, tasks_dir, default_
 def test_finetune_then_predict_round_trip_on_demo(method, tmp_path, tiny_loaded):
     from importlib import resources
 
-    from adaptlab.tasks import builtin_task
+    from adaptlab.data import builtin_task
 
     task_file = str(resources.files("adaptlab") / "demo" / "task.yaml")
     art = tmp_path / method

@@ -87,7 +87,7 @@ def _wait(cond, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 
 def _results(run_dir: Path) -> dict[str, tuple]:
-    from adaptlab.store import RunStore
+    from adaptlab.experiment.store import RunStore
 
     with RunStore(run_dir, create=False) as store:
         out = {}
@@ -142,7 +142,7 @@ def _planned_keys(exp: Path, run_dir: Path) -> set[str]:
 
     cfg = load_experiment(exp)
     keys = {c.key for c in prepare(cfg)[1]}
-    from adaptlab.store import RunStore
+    from adaptlab.experiment.store import RunStore
 
     with RunStore(run_dir, create=False) as store:
         assert sorted(store.experiment()["resolved"]["cells"]) == sorted(keys)
@@ -235,7 +235,7 @@ def test_failed_cell_is_recorded_and_the_run_goes_on(tmp_path: Path, one_thread)
 
 
 def test_embedding_probe_cells_share_one_loaded_embedder(tmp_path: Path, monkeypatch) -> None:
-    import adaptlab.embeddings as embeddings
+    import adaptlab.models.embeddings as embeddings
     from adaptlab.experiment import load_experiment, run_experiment
 
     loads = []
@@ -248,12 +248,12 @@ def test_embedding_probe_cells_share_one_loaded_embedder(tmp_path: Path, monkeyp
 
 
 def test_signal_during_a_store_write_is_deferred_to_its_end() -> None:
-    from adaptlab.experiment.runner import _Signals, _Stop
+    from adaptlab.experiment.signals import RunSignals, StopRun
 
     before = signal.getsignal(signal.SIGINT)
     steps = []
-    with _Signals() as sig:
-        with pytest.raises(_Stop) as info:
+    with RunSignals() as sig:
+        with pytest.raises(StopRun) as info:
             with sig.critical():
                 os.kill(os.getpid(), signal.SIGINT)
                 for _ in range(100):  # the handler runs between these bytecodes and must not raise here
@@ -261,8 +261,8 @@ def test_signal_during_a_store_write_is_deferred_to_its_end() -> None:
                 steps.append("write finished")
         assert info.value.signum == signal.SIGINT and steps == ["write finished"]
     assert signal.getsignal(signal.SIGINT) is before
-    with _Signals():
-        with pytest.raises(_Stop):  # outside a write: at once
+    with RunSignals():
+        with pytest.raises(StopRun):  # outside a write: at once
             os.kill(os.getpid(), signal.SIGTERM)
             for _ in range(100):
                 time.sleep(0.001)

@@ -5,8 +5,10 @@ that must never reach a file or the output.
 
 Every compare is a real `python -m adaptlab` subprocess. The interruption tests share one module fixture
 (a reference run beside one run killed three times and resumed) to keep the module near two minutes on
-2 shared cores. `ADAPTLAB_TEST_SLOW_STORE_WRITE` (`adaptlab.store`) makes a cell's store write sleep
-inside its transaction, so the kill lands mid-write deterministically.
+2 shared cores. Runs that must be caught mid store write go through `SLOW_WRITE_WRAPPER`, a small script
+(written into the test's folder) that makes every cell's store write (`RunStore.put_cell`) sleep inside its
+transaction, before COMMIT, for ``SLOW_STORE_WRITE_ENV`` seconds and then runs `adaptlab.cli.main()`, so the
+kill lands mid-write deterministically. adaptlab itself has no such hook.
 """
 
 from __future__ import annotations
@@ -50,6 +52,48 @@ scenario: {queries_per_month: 1000, price_per_hour: 1.0}
 """
 N_CELLS = 4  # zero_shot, few_shot seeds 0 and 1, lora
 
+SLOW_STORE_WRITE_ENV = "ADAPTLAB_TESTS_SLOW_STORE_WRITE_S"
+"""Seconds `SLOW_WRITE_WRAPPER` sleeps inside each cell's store transaction (unset or empty: no sleep)."""
+
+SLOW_WRITE_WRAPPER = '''\
+"""`adaptlab` CLI whose cell store writes sleep inside their transaction, before COMMIT (test-only)."""
+import os
+import sys
+import time
+from contextlib import contextmanager
+
+from adaptlab.experiment import store
+
+SECONDS = float(os.environ.get("%s") or 0)
+_transaction, _put_cell = store.RunStore._transaction, store.RunStore.put_cell
+
+
+@contextmanager
+def _slow_transaction(self):
+    with _transaction(self) as conn:
+        yield conn
+        if SECONDS and getattr(self, "_writing_cell", False):  # the body succeeded: sleep before COMMIT
+            time.sleep(SECONDS)
+
+
+def _put_cell_slowly(self, *args, **kwargs):
+    self._writing_cell = True
+    try:
+        return _put_cell(self, *args, **kwargs)
+    finally:
+        self._writing_cell = False
+
+
+store.RunStore._transaction = _slow_transaction
+store.RunStore.put_cell = _put_cell_slowly
+
+if __name__ == "__main__":
+    from adaptlab.cli import main
+
+    sys.argv[0] = "adaptlab"
+    main()
+''' % SLOW_STORE_WRITE_ENV
+
 
 # -- helpers ------------------------------------------------------------------------------------
 
@@ -66,7 +110,7 @@ def _env(**extra: str) -> dict[str, str]:
     env.setdefault("HF_HUB_OFFLINE", "1")
     env["OMP_NUM_THREADS"] = "1"  # 2 shared cores; one thread also keeps results identical across runs
     env["COLUMNS"] = "200"
-    env.pop("ADAPTLAB_TEST_SLOW_STORE_WRITE", None)
+    env.pop(SLOW_STORE_WRITE_ENV, None)
     env.update(extra)
     return env
 
@@ -77,6 +121,14 @@ def _adaptlab(*args: str) -> list[str]:
 
 def _compare(exp: Path, out: Path, *extra: str) -> list[str]:
     return _adaptlab("compare", str(exp), "--out", str(out), "--no-progress", *extra)
+
+
+def _slow_compare(exp: Path, out: Path, *extra: str) -> list[str]:
+    """`_compare` through `SLOW_WRITE_WRAPPER` (written beside the experiment file); set
+    `SLOW_STORE_WRITE_ENV` in the environment to make each cell's store write sleep before COMMIT."""
+    wrapper = exp.parent / "slow_store_write.py"
+    wrapper.write_text(SLOW_WRITE_WRAPPER, encoding="utf-8")
+    return [sys.executable, str(wrapper), "compare", str(exp), "--out", str(out), "--no-progress", *extra]
 
 
 def _popen(cmd: list[str], cwd: Path, **env: str) -> subprocess.Popen:
@@ -146,7 +198,7 @@ def _check_db(run_dir: Path) -> None:
 
 
 def _results(run_dir: Path) -> dict[str, tuple]:
-    from adaptlab.store import RunStore
+    from adaptlab.experiment.store import RunStore
 
     with RunStore(run_dir, create=False) as store:
         return {rec.key: (rec.status, rec.value, rec.ci_low, rec.ci_high, rec.n_test,
@@ -208,7 +260,7 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         _check_db(run)
 
         # 3. mid store write: the LoRA cell's transaction sleeps before COMMIT; meanwhile report and demo run
-        victim = start(_compare(exp, run, "--resume"), ADAPTLAB_TEST_SLOW_STORE_WRITE="120")
+        victim = start(_slow_compare(exp, run, "--resume"), **{SLOW_STORE_WRITE_ENV: "120"})
         _wait(lambda: (folder[lora.key] / "metrics.json").is_file() and _writing(run), victim,
               "the LoRA cell's store write")
         probes = {"report": start(_adaptlab("report", str(run))),
@@ -290,7 +342,7 @@ def test_demo_on_a_busy_run_folder_is_refused(killed: SimpleNamespace) -> None:
 _CONVERT = """
 import os, sys, time
 from pathlib import Path
-from adaptlab import models
+from adaptlab.models import convert
 cache, log, hold = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
 
 def fake_convert(folder, gguf, tokenizer_dir):  # the real one de-quantises the GGUF (~60 s)
@@ -300,13 +352,13 @@ def fake_convert(folder, gguf, tokenizer_dir):  # the real one de-quantises the 
     for name in ("config.json", "tokenizer_config.json", "model.safetensors"):
         (folder / name).write_text("{}")
     time.sleep(hold)
-    (folder / models._MARKER).write_text("{}")
+    (folder / convert.CONVERSION_MARKER).write_text("{}")
     with open(log, "a") as f:
         f.write(f"done {os.getpid()}\\n")
 
-models._convert_into = fake_convert
+convert._convert_into = fake_convert
 print("ready", flush=True)
-print(models.ensure_converted(cache), flush=True)
+print(convert.ensure_converted(cache), flush=True)
 """
 
 
@@ -320,7 +372,7 @@ def test_conversion_killed_mid_build_is_rebuilt_by_the_process_waiting_for_it(tm
     """`ensure_converted` with the GGUF de-quantisation replaced by a slow fake: the first process is
     SIGKILLed mid-build while a second waits on the lock; nothing is published until the second has
     rebuilt it, and a third call reuses the cache."""
-    from adaptlab import models
+    from adaptlab.models import convert as models
 
     cache, log = tmp_path / "cache", tmp_path / "builds.log"
     first, second = _convert(cache, log, 120), None
@@ -390,7 +442,7 @@ scenario: {{queries_per_month: 1000}}
     ("{max_retries: 21}", ":7 [api.max_retries]: max_retries must be in 0..20"),
     ("{concurrency: 0}", ":7 [api.concurrency]: concurrency must be >= 1"),
     ("{retries: 2}", ":7 [retries]: unknown key 'retries' (did you mean 'max_retries'?)"),
-    ("5", ":7 [api]: api must be a mapping of keys"),
+    ("5", ":7 [api]: must be a mapping of keys"),
 ])
 def test_api_options_are_validated_with_file_line_and_key(tmp_path: Path, api: str, expected: str) -> None:
     from adaptlab.errors import ConfigError
@@ -437,7 +489,7 @@ def test_failing_api_server_fails_its_cells_the_others_finish_and_compare_exits_
 
 
 def _cells(run: Path) -> list:
-    from adaptlab.store import RunStore
+    from adaptlab.experiment.store import RunStore
 
     with RunStore(run, create=False) as store:
         return store.cells()
@@ -522,7 +574,7 @@ def test_disk_full_mid_run_stops_with_one_line_and_keeps_the_store(tmp_path: Pat
     disk = mount_tmpfs("disk", "24m")
     exp = _experiment(tmp_path, RESOURCE_EXPERIMENT)
     run = disk / "run"
-    proc = _popen(_compare(exp, run), tmp_path, ADAPTLAB_TEST_SLOW_STORE_WRITE="1")
+    proc = _popen(_slow_compare(exp, run), tmp_path, **{SLOW_STORE_WRITE_ENV: "1"})
     _wait(lambda: len(_done_keys(run)) >= 1, proc, "the first cell was saved")
     filler = disk / "filler"
     with open(filler, "wb") as f:

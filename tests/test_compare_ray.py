@@ -88,7 +88,7 @@ def _results(run_dir: Path) -> dict[str, tuple]:
     """Per cell: status, error, value, CI, n_test and every prediction (NaN as None, so failed cells compare)."""
     import math
 
-    from adaptlab.store import RunStore
+    from adaptlab.experiment.store import RunStore
 
     def num(x: float) -> float | None:
         return None if math.isnan(x) else x
@@ -100,7 +100,7 @@ def _results(run_dir: Path) -> dict[str, tuple]:
 
 
 def _extras(run_dir: Path) -> dict[str, dict]:
-    from adaptlab.store import RunStore
+    from adaptlab.experiment.store import RunStore
 
     with RunStore(run_dir, create=False) as store:
         return {rec.key: rec.extra for rec in store.cells()}

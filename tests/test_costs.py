@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptlab.costs import forward_flops, peak_rss_bytes, reset_peak_rss, train_flops
+from adaptlab.models.costs import forward_flops, peak_rss_bytes, reset_peak_rss, train_flops
 from test_finetune_toy import one_thread_torch, write_toy_task
 
 MB = 1 << 20

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adaptlab.data import Example, clean_text, load_split, load_splits, nested_subsets, read_source, stratified_order
+from adaptlab.data import Example, Task, load_split, load_splits, load_task, nested_subsets, stratified_order
+from adaptlab.data.sources import clean_text, read_source
 from adaptlab.errors import ConfigError, DataError
-from adaptlab.tasks import Task, load_task
 
 LABELS = {"0": "negative", "1": "positive"}
 

@@ -116,14 +116,12 @@ def test_hard_cases_in_both_splits(rows):
 
 
 def test_builtin_task_loads(rows):
-    """The loader (adaptlab.tasks/data) reads the shipped files as the raw JSON does."""
-    tasks = pytest.importorskip("adaptlab.tasks")
-    data = pytest.importorskip("adaptlab.data")
-    if not hasattr(tasks, "builtin_task") or not hasattr(data, "load_splits"):
-        pytest.skip("adaptlab.tasks.builtin_task / adaptlab.data.load_splits not available")
-    task = tasks.builtin_task("demo")
+    """The loader (adaptlab.data) reads the shipped files as the raw JSON does."""
+    from adaptlab.data import builtin_task, load_splits
+
+    task = builtin_task("demo")
     assert task.name == "demo-intents"
-    splits = data.load_splits(task, seed=0)
+    splits = load_splits(task, seed=0)
     assert len(splits.test) == len(rows["test"])
     assert len(splits.train) + len(splits.dev) == len(rows["train"])
     assert splits.dev, "the loader should carve a dev split from train"

@@ -1,13 +1,13 @@
-"""adaptlab.embeddings: the bundled all-MiniLM-L6-v2 sentence embedder."""
+"""adaptlab.models.embeddings: the bundled all-MiniLM-L6-v2 sentence embedder."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from adaptlab.embeddings import load_embedder
 from adaptlab.errors import ConfigError, ModelError
-from adaptlab.model_info import list_models
+from adaptlab.models.embeddings import load_embedder
+from adaptlab.models.info import list_models
 
 TEXTS = [
     "The cat sat on the mat.",

@@ -1,4 +1,4 @@
-"""The evaluator's bookkeeping and the metrics.json schema, plus run_prompt / predict_texts."""
+"""The evaluator's bookkeeping and the metrics.json schema, plus run_single / predict_texts."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from adaptlab.evaluate import (METRICS_FILE, SCHEMA, evaluate, predict_texts, read_input_rows,
-                               run_prompt, save_metrics)
-from adaptlab.prompting import FewShotConfig, ZeroShotConfig
+from adaptlab.evaluate import METRICS_FILE, SCHEMA, EvalSettings, evaluate, save_metrics
+from adaptlab.experiment.single import SingleRun, run_single
+from adaptlab.predict import predict_texts, read_input_rows
+from adaptlab.strategies import FewShotConfig, FitContext, ModelPool, ZeroShotConfig
 from fakes import (SENTIMENT_KEYWORDS, TEST_ROWS, TRAIN_ROWS, ScriptedLM, make_examples,
                    sentiment_task)
 
@@ -21,8 +22,9 @@ def test_evaluate_bookkeeping_and_schema(tmp_path):
     task = sentiment_task()
     lm = ScriptedLM(SENTIMENT_KEYWORDS, bias={"negative": 0.8, "positive": 0.2})
     train, test = make_examples(TRAIN_ROWS), make_examples(TEST_ROWS * 3, "test")
-    adapted = FewShotConfig(k=2, selection="balanced").fit(task, train, [], lm)
-    result = evaluate(adapted, lm, task, test, seed=1, latency_sample=3)
+    adapted = FewShotConfig(k=2, selection="balanced").fit(task, train, [], FitContext.of(lm))
+    assert adapted.lm is lm  # the evaluator predicts (and reads usage) through the artifact's own LM
+    result = evaluate(adapted, task, test, seed=1, settings=EvalSettings(latency_sample=3))
     doc = result.to_json()
     assert TOP_KEYS <= set(doc) and doc["schema"] == SCHEMA
     assert doc["n"] == len(test) == len(doc["predictions"])
@@ -57,7 +59,8 @@ def test_evaluate_generation():
                           metric="exact_match")
     lm = ScriptedLM({}, generations={"good": " 1", "great": " 1", "fun": " 1"})
     test = make_examples(TEST_ROWS, "test")
-    result = evaluate(ZeroShotConfig().fit(task, [], [], lm), lm, task, test, latency_sample=0)
+    result = evaluate(ZeroShotConfig().fit(task, [], [], FitContext.of(lm)), task, test,
+                      settings=EvalSettings(latency_sample=0))
     doc = result.to_json()
     gold = [lab for _, lab in TEST_ROWS]
     preds = [p["pred"] for p in doc["predictions"]]
@@ -74,17 +77,17 @@ def _write_task(tmp_path):
         "name: toy\ntype: classification\ninstruction: Classify the sentiment.\n"
         "data: {train: train.jsonl, test: test.jsonl, dev_size: 4}\ninput: '{{ text }}'\n"
         "labels: {0: negative, 1: positive}\nmetric: accuracy\n")
-    from adaptlab.tasks import load_task
+    from adaptlab.data import load_task
 
     return load_task(tmp_path / "task.yaml")
 
 
-def test_run_prompt_and_predict_texts(tmp_path):
+def test_run_single_and_predict_texts(tmp_path):
     task = _write_task(tmp_path)
     lm = ScriptedLM(SENTIMENT_KEYWORDS)
     out = tmp_path / "run"
-    result = run_prompt(task, lm, "prompt_search", {"k": 2, "n_demo_sets": 2, "max_candidates": 4},
-                        out_dir=out, limit=6, progress=False)
+    result = run_single(task, "prompt_search", {"k": 2, "n_demo_sets": 2, "max_candidates": 4},
+                        ModelPool.of(lm), SingleRun(out_dir=out, limit=6, progress=False))
     doc = json.loads((out / METRICS_FILE).read_text())
     assert doc["strategy"] == "prompt_search" and doc["n"] == 6 == result.n
     assert doc["search"]["n_candidates"] == 4 and len(doc["search"]["candidates"]) == 4
@@ -104,23 +107,24 @@ def test_run_prompt_and_predict_texts(tmp_path):
     assert [(p.id, p.pred) for p in preds] == [("a", "0"), ("input:2", "1")]
 
 
-def test_run_prompt_rejects_unknown_options(tmp_path):
+def test_run_single_rejects_unknown_options(tmp_path):
     from adaptlab.errors import ConfigError
 
     task = _write_task(tmp_path)
     with pytest.raises(ConfigError, match="did you mean 'k'"):
-        run_prompt(task, ScriptedLM(SENTIMENT_KEYWORDS), "few_shot", {"kk": 2}, out_dir=tmp_path / "x")
+        run_single(task, "few_shot", {"kk": 2}, ModelPool.of(ScriptedLM(SENTIMENT_KEYWORDS)),
+                   SingleRun(out_dir=tmp_path / "x"))
 
 
 @pytest.mark.integration
 def test_real_model_on_the_demo_task(tmp_path, default_loaded):
+    from adaptlab.data import builtin_task
     from adaptlab.lm.hf import HFLM
-    from adaptlab.tasks import builtin_task
 
     task = builtin_task("demo")
     lm = HFLM.from_loaded(default_loaded)
-    result = run_prompt(task, lm, "few_shot", {"k": 4, "selection": "balanced", "calibrate": True},
-                        out_dir=tmp_path, limit=16, progress=False, latency_sample=2)
+    result = run_single(task, "few_shot", {"k": 4, "selection": "balanced", "calibrate": True},
+                        ModelPool.of(lm), SingleRun(out_dir=tmp_path, limit=16, progress=False, latency_sample=2))
     doc = result.to_json()
     assert doc["n"] == 16 and doc["model"] == "smollm2-135m-instruct"
     assert doc["metric"]["value"] > 1 / len(task.labels)  # better than chance on 7 intents

@@ -181,6 +181,7 @@ def test_unknown_strategy_option_fails_before_running_with_a_suggestion(tmp_path
     assert "did you mean 'selection'?" in err.one_line()
     text = BASE.replace("{rank: [4, 8], max_steps: 3}", "{rnk: [4, 8], max_steps: 3}")
     err = _error(tmp_path, text)
+    assert "did you mean 'rank'?" in err.one_line() and err.line == _line(text, "rnk")
     assert "unknown lora option 'rnk'" in err.one_line() and "did you mean 'rank'?" in err.one_line()
     assert err.line == _line(text, "rnk")
 

@@ -14,11 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_two_process_ddp_on_cpu_trains_and_writes_artifact(tmp_path: Path) -> None:
-    from adaptlab.data import load_splits, nested_subsets
-    from adaptlab.finetuning.batching import encode_pairs
-    from adaptlab.finetuning.methods import training_pairs, zero_shot_prompt
+    from adaptlab.data import load_splits, load_task, nested_subsets
     from adaptlab.models import load_tokenizer
-    from adaptlab.tasks import load_task
+    from adaptlab.strategies.finetune.batching import encode_pairs
+    from adaptlab.strategies.finetune.gradient import training_pairs, zero_shot_prompt
 
     task_path = write_toy_task(tmp_path / "task")
     out = tmp_path / "ddp"
@@ -28,13 +27,13 @@ def test_two_process_ddp_on_cpu_trains_and_writes_artifact(tmp_path: Path) -> No
     # (--multi_gpu); on a machine without GPUs adaptlab then selects DDP over gloo.
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "adaptlab.finetuning.run", str(task_path), "--model", "tiny-random-llama", "--method", "lora",
-           "--n-train", "48", "--epochs", "2", "--out", str(out), "--limit", "4", "--no-progress",
+           "-m", "adaptlab", "finetune", str(task_path), "--model", "tiny-random-llama", "--method", "lora",
+           "--n-train", "48", "--epochs", "2", "--out", str(out), "--limit", "4",
            "--set", "batch_size=4", "--set", "learning_rate=1e-2", "--set", "log_every=1",
            "--set", "eval_limit=4"]
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count('"metric"') == 1  # only the main process evaluates and reports
+    assert proc.stdout.count("artifact: ") == 1  # only the main process evaluates and reports
 
     doc = json.loads((out / "metrics.json").read_text())
     train = doc["cost"]["train"]

@@ -20,9 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 def _cmd(task: Path, out: Path, *extra: str) -> list[str]:
     sets = {"batch_size": 8, "save_every": 2, "eval_every": 6, "eval_limit": 8, "learning_rate": 1e-2,
             "rank": 4, "log_every": 1}
-    cmd = [sys.executable, "-m", "adaptlab.finetuning.run", str(task), "--model", "tiny-random-llama",
+    # the `adaptlab finetune` command (`python -m adaptlab`, as under `accelerate launch -m adaptlab`);
+    # its progress bars only draw on a terminal, and these runs write to pipes
+    cmd = [sys.executable, "-m", "adaptlab", "finetune", str(task), "--model", "tiny-random-llama",
            "--method", "lora", "--n-train", "48", "--epochs", "5", "--out", str(out), "--limit", "4",
-           "--no-progress", "--keep-checkpoints"]
+           "--keep-checkpoints"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
     return cmd + list(extra)

@@ -63,8 +63,7 @@ def write_toy_task(folder: Path, *, n_train: int = 48, n_dev: int = 16, n_test: 
 
 
 def test_toy_task_loads_balanced(tmp_path: Path) -> None:
-    from adaptlab.data import load_splits
-    from adaptlab.tasks import load_task
+    from adaptlab.data import load_splits, load_task
 
     task = load_task(write_toy_task(tmp_path))
     splits = load_splits(task)

@@ -1,4 +1,4 @@
-"""Fine-tuning end to end on the tiny random Llama: learning, determinism, save/load round trips, run_finetune."""
+"""Fine-tuning end to end on the tiny random Llama: learning, determinism, save/load round trips, run_single."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 
 from adaptlab.errors import ConfigError
-from adaptlab.finetuning.configs import (EmbeddingProbeConfig, FullConfig, IA3Config, LoraConfig,
-                                         PromptTuningConfig, TrainArgs)
+from adaptlab.strategies import (EmbeddingProbeConfig, FitContext, FullConfig, IA3Config, LoraConfig,
+                                 PromptTuningConfig)
 from test_finetune_toy import one_thread_torch, write_toy_task
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    from adaptlab.data import load_splits
-    from adaptlab.tasks import load_task
+    from adaptlab.data import load_splits, load_task
 
     task = load_task(write_toy_task(tmp_path_factory.mktemp("toy")))
     return task, load_splits(task)
@@ -25,10 +24,15 @@ def toy(tmp_path_factory):
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread_torch)
 
 
-def _args(**kw) -> TrainArgs:
+def _train(**kw) -> dict:
+    """Training fields of a method config (they sit flat beside the method's own options)."""
     base = dict(batch_size=8, progress=False, log_every=1, save_every=0, eval_limit=8)
     base.update(kw)
-    return TrainArgs(**base)
+    return base
+
+
+def _ctx(model, work_dir: Path, *, seed: int = 0, resume: bool = False) -> FitContext:
+    return FitContext.of(model, seed=seed, work_dir=work_dir, resume=resume)
 
 
 def _losses(adapted) -> list[float]:
@@ -38,9 +42,9 @@ def _losses(adapted) -> list[float]:
 def test_loss_decreases_and_same_seed_gives_same_run(toy, tiny_loaded, tmp_path: Path) -> None:
     task, splits = toy
     snapshot = {k: v.clone() for k, v in tiny_loaded.model.state_dict().items()}
-    args = _args(max_steps=8, learning_rate=3e-2, eval_every=4, eval_limit=8)
-    a = FullConfig().fit(task, splits.train, splits.dev, model=tiny_loaded, args=args, out_dir=tmp_path / "a")
-    b = FullConfig().fit(task, splits.train, splits.dev, model=tiny_loaded, args=args, out_dir=tmp_path / "b")
+    cfg = FullConfig(**_train(max_steps=8, learning_rate=3e-2, eval_every=4, eval_limit=8))
+    a = cfg.fit(task, splits.train, splits.dev, _ctx(tiny_loaded, tmp_path / "a"))
+    b = cfg.fit(task, splits.train, splits.dev, _ctx(tiny_loaded, tmp_path / "b"))
     la, lb = _losses(a), _losses(b)
     assert len(la) == 8 and la == lb  # deterministic
     assert sum(la[-3:]) / 3 < sum(la[:3]) / 3 - 2.0  # learns (log 49152 ~ 10.8 -> well below)
@@ -48,8 +52,8 @@ def test_loss_decreases_and_same_seed_gives_same_run(toy, tiny_loaded, tmp_path:
     assert evals[-1]["dev_loss"] < evals[0]["dev_loss"] < 10.5
     assert a.train_cost["trainable_params"] == a.train_cost["total_params"] == a.base_params
     assert a.train_cost["flops"] == 6 * a.base_params * a.train_cost["tokens"]
-    c = FullConfig().fit(task, splits.train, splits.dev, model=tiny_loaded, out_dir=tmp_path / "c",
-                         args=_args(max_steps=2, learning_rate=3e-2, seed=1, eval_metric=False))
+    c = FullConfig(**_train(max_steps=2, learning_rate=3e-2, eval_metric=False)).fit(
+        task, splits.train, splits.dev, _ctx(tiny_loaded, tmp_path / "c", seed=1))
     assert _losses(c) != la[:2]  # another seed, another run
     # the caller's model is never modified
     import torch
@@ -57,22 +61,23 @@ def test_loss_decreases_and_same_seed_gives_same_run(toy, tiny_loaded, tmp_path:
     assert all(torch.equal(v, snapshot[k]) for k, v in tiny_loaded.model.state_dict().items())
 
 
-METHODS = {
-    "lora": LoraConfig(rank=4),
-    "ia3": IA3Config(),
-    "prompt_tuning": PromptTuningConfig(num_virtual_tokens=4),
-    "full": FullConfig(),
+METHODS = {  # method config class and its own options (training fields are added per test)
+    "lora": (LoraConfig, {"rank": 4}),
+    "ia3": (IA3Config, {}),
+    "prompt_tuning": (PromptTuningConfig, {"num_virtual_tokens": 4}),
+    "full": (FullConfig, {}),
 }
 
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_fit_save_load_predict_round_trip(method, toy, tiny_loaded, tmp_path: Path) -> None:
-    from adaptlab.adapted import load_adapted
-    from adaptlab.finetuning.adapted import FinetunedAdapted
+    from adaptlab.strategies import load_adapted
+    from adaptlab.strategies.finetune.adapted import FinetunedAdapted
 
     task, splits = toy
-    adapted = METHODS[method].fit(task, splits.train[:16], splits.dev[:8], model=tiny_loaded,
-                                  args=_args(max_steps=2, learning_rate=5e-2), out_dir=tmp_path / "work")
+    cls, options = METHODS[method]
+    adapted = cls(**options, **_train(max_steps=2, learning_rate=5e-2)).fit(
+        task, splits.train[:16], splits.dev[:8], _ctx(tiny_loaded, tmp_path / "work"))
     examples = splits.test[:6]
     before = adapted.predict(examples)
     saved = adapted.save(tmp_path / "art")
@@ -88,17 +93,18 @@ def test_fit_save_load_predict_round_trip(method, toy, tiny_loaded, tmp_path: Pa
         assert list(y.logprobs.values()) == pytest.approx(list(x.logprobs.values()), abs=1e-4)
     if method == "prompt_tuning":
         assert after[0].prompt_tokens == before[0].prompt_tokens and after[0].extra["virtual_tokens"] == 4
-        with pytest.raises(ConfigError):
-            adapted.save(tmp_path / "merged", merge=True)
+        with pytest.raises(ConfigError):  # merging is the config option `merge`; a soft prompt cannot merge
+            cls(**options, merge=True)
     if method in ("lora", "ia3"):
-        merged = load_adapted(adapted.save(tmp_path / "merged", merge=True))
+        adapted.merge = True  # what `merge: true` in the config sets
+        merged = load_adapted(adapted.save(tmp_path / "merged"))
         assert merged.weights == "merged" and (tmp_path / "merged" / "merged" / "model.safetensors").is_file()
         for x, y in zip(before, merged.predict(examples)):
             assert list(y.logprobs.values()) == pytest.approx(list(x.logprobs.values()), abs=1e-3)
     # the adaptation changed the model: scores differ from the untouched base model's
     from adaptlab.lm.hf import HFLM
 
-    base = adapted.prompt.predict(examples, HFLM(tiny_loaded.model, tiny_loaded.tokenizer))
+    base = adapted.prompt.bound(HFLM(tiny_loaded.model, tiny_loaded.tokenizer)).predict(examples)
     flat = [v for p in before for v in p.logprobs.values()]
     assert [v for p in base for v in p.logprobs.values()] != pytest.approx(flat, abs=1e-5)
     cost = loaded.cost()
@@ -109,10 +115,10 @@ def test_embedding_probe_round_trip(toy, tmp_path: Path) -> None:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from adaptlab.adapted import load_adapted
+    from adaptlab.strategies import load_adapted
 
     task, splits = toy
-    probe = EmbeddingProbeConfig().fit(task, splits.train, splits.dev)
+    probe = EmbeddingProbeConfig().fit(task, splits.train, splits.dev, FitContext.of("tiny-random-llama"))
     assert probe.fit_info["dev_accuracy"] >= 0.75  # colours vs animals is easy for MiniLM
     before = probe.predict(splits.test)
     loaded = load_adapted(probe.save(tmp_path / "probe"))
@@ -120,25 +126,25 @@ def test_embedding_probe_round_trip(toy, tmp_path: Path) -> None:
     after = loaded.predict(splits.test)
     assert [p.pred for p in after] == [p.pred for p in before]
     # the stored arithmetic is scikit-learn's predict_proba
-    x = loaded.as_lm().embed(loaded.texts(splits.test))
+    x = loaded.lm.embed(loaded.texts(splits.test))
     y = [task.label_of(ex) for ex in splits.train]
     clf = LogisticRegression(C=1.0, max_iter=2000, random_state=0).fit(
-        probe.as_lm().embed(probe.texts(splits.train)), y)
+        probe.lm.embed(probe.texts(splits.train)), y)
     expected = clf.predict_proba(x)
     got = np.array([[p.scores[c] for c in clf.classes_] for p in after])
     assert np.allclose(got, expected, atol=1e-6)
     assert after[0].prompt_tokens > 0 and loaded.cost()["train"]["trainable_params"] == 384 + 1
 
 
-def test_run_finetune_writes_artifact_metrics_and_card(toy, tmp_path: Path) -> None:
-    from adaptlab.adapted import load_adapted
-    from adaptlab.finetuning.run import run_finetune
+def test_run_single_writes_artifact_metrics_and_card(toy, tmp_path: Path) -> None:
+    from adaptlab.experiment.single import SingleRun, run_single
+    from adaptlab.strategies import ModelPool, load_adapted
 
     task, splits = toy
     out = tmp_path / "run"
-    result = run_finetune(task, "tiny-random-llama", "lora", n_train=16, epochs=1, out_dir=out, seed=0,
-                          options={"batch_size": 8, "rank": 2, "save_every": 1, "eval_limit": 4},
-                          limit=6, merge=True, progress=False)
+    options = {"batch_size": 8, "rank": 2, "save_every": 1, "eval_limit": 4, "epochs": 1, "merge": True}
+    result = run_single(task, "lora", options, ModelPool.of("tiny-random-llama"),
+                        SingleRun(out_dir=out, n_train=16, seed=0, limit=6, progress=False))
     assert result is not None and result.n == 6 and result.strategy == "lora"
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["schema"] == "adaptlab.metrics/1" and doc["metric"]["name"] == "accuracy"
@@ -149,7 +155,7 @@ def test_run_finetune_writes_artifact_metrics_and_card(toy, tmp_path: Path) -> N
     assert train["trainable_params"] == 2 * ((64 + 64) + 2 * (64 + 32) + (64 + 64)) * 2
     assert doc["cost"]["query"]["flops"] > 0 and doc["cost"]["query"]["latency_s"] > 0
     config = json.loads((out / "config.json").read_text())
-    assert config["method_config"]["rank"] == 2 and config["train_args"]["batch_size"] == 8
+    assert config["config"]["rank"] == 2 and config["config"]["train"]["batch_size"] == 8
     card = (out / "README.md").read_text()
     assert "tiny-random-llama" in card and "FLOPs formula" in card and "4N + 6T" in card
     assert not (out / "checkpoints").exists() and (out / "adapter" / "adapter_model.safetensors").is_file()
@@ -158,9 +164,11 @@ def test_run_finetune_writes_artifact_metrics_and_card(toy, tmp_path: Path) -> N
     (out / "checkpoints" / "step-000001").mkdir(parents=True)
     (out / "checkpoints" / "step-000001" / "state.json").write_text("{}")
     with pytest.raises(ConfigError, match="resume"):
-        run_finetune(task, "tiny-random-llama", "lora", n_train=16, out_dir=out, progress=False)
+        run_single(task, "lora", {"epochs": 3}, ModelPool.of("tiny-random-llama"),
+                   SingleRun(out_dir=out, n_train=16, progress=False))
     with pytest.raises(ConfigError):
-        run_finetune(task, "tiny-random-llama", "prompt_tuning", out_dir=tmp_path / "x", merge=True)
+        run_single(task, "prompt_tuning", {"merge": True}, ModelPool.of("tiny-random-llama"),
+                   SingleRun(out_dir=tmp_path / "x", progress=False))
 
 
 def test_gradient_accumulation_equals_the_larger_batch(toy, tiny_loaded, tmp_path: Path) -> None:
@@ -168,10 +176,10 @@ def test_gradient_accumulation_equals_the_larger_batch(toy, tiny_loaded, tmp_pat
 
     task, splits = toy
     common = dict(max_steps=3, learning_rate=1e-2, group_by_length=False, eval_metric=False, keep_best=False)
-    big = FullConfig().fit(task, splits.train, splits.dev[:4], model=tiny_loaded, out_dir=tmp_path / "big",
-                           args=_args(batch_size=8, grad_accum=1, **common))
-    acc = FullConfig().fit(task, splits.train, splits.dev[:4], model=tiny_loaded, out_dir=tmp_path / "acc",
-                           args=_args(batch_size=4, grad_accum=2, **common))
+    big = FullConfig(**_train(batch_size=8, grad_accum=1, **common)).fit(
+        task, splits.train, splits.dev[:4], _ctx(tiny_loaded, tmp_path / "big"))
+    acc = FullConfig(**_train(batch_size=4, grad_accum=2, **common)).fit(
+        task, splits.train, splits.dev[:4], _ctx(tiny_loaded, tmp_path / "acc"))
     assert _losses(acc) == pytest.approx(_losses(big), rel=1e-4)
     for (name, p), q in zip(big.model.named_parameters(), acc.model.parameters()):
         assert torch.allclose(p, q, atol=1e-5), name
@@ -183,10 +191,10 @@ def test_bf16_checkpointing_cosine_and_early_stopping(toy, tiny_loaded, tmp_path
 
     task, splits = toy
     # a learning rate this large makes the dev loss worse after the first evaluation
-    args = _args(max_steps=8, learning_rate=30.0, eval_every=1, early_stopping_patience=2, eval_metric=False,
-                 mixed_precision="bf16", gradient_checkpointing=True, schedule="cosine", warmup_ratio=0.0,
-                 max_grad_norm=None)
-    a = FullConfig().fit(task, splits.train, splits.dev[:8], model=tiny_loaded, args=args, out_dir=tmp_path)
+    cfg = FullConfig(**_train(max_steps=8, learning_rate=30.0, eval_every=1, early_stopping_patience=2,
+                              eval_metric=False, mixed_precision="bf16", gradient_checkpointing=True,
+                              schedule="cosine", warmup_ratio=0.0, max_grad_norm=None))
+    a = cfg.fit(task, splits.train, splits.dev[:8], _ctx(tiny_loaded, tmp_path))
     evals = [h for h in a.history if h.get("eval")]
     assert a.train_cost["stopped_early"] and len(evals) < 8
     best = min(evals, key=lambda h: h["dev_loss"])
@@ -198,12 +206,12 @@ def test_bf16_checkpointing_cosine_and_early_stopping(toy, tiny_loaded, tmp_path
 
 
 def test_generation_task_trains_on_reference_plus_eos(tiny_loaded, tmp_path: Path) -> None:
-    from adaptlab.adapted import load_adapted
-    from adaptlab.data import load_splits
-    from adaptlab.finetuning.batching import encode_pairs
-    from adaptlab.finetuning.methods import training_pairs, zero_shot_prompt
-    from adaptlab.tasks import load_task
     from test_finetune_toy import write_toy_generation_task
+
+    from adaptlab.data import load_splits, load_task
+    from adaptlab.strategies import load_adapted
+    from adaptlab.strategies.finetune.batching import encode_pairs
+    from adaptlab.strategies.finetune.gradient import training_pairs, zero_shot_prompt
 
     task = load_task(write_toy_generation_task(tmp_path / "task"))
     splits = load_splits(task)
@@ -211,24 +219,22 @@ def test_generation_task_trains_on_reference_plus_eos(tiny_loaded, tmp_path: Pat
     assert pairs[0].answer == " red"
     enc = encode_pairs(tiny_loaded.tokenizer, pairs, max_length=64, eos=True)[0]
     assert enc.labels[-1] == tiny_loaded.tokenizer.eos_token_id
-    adapted = LoraConfig(rank=2).fit(task, splits.train[:8], splits.dev[:4], model=tiny_loaded,
-                                     args=_args(max_steps=2, eval_limit=2), out_dir=tmp_path / "w")
+    adapted = LoraConfig(rank=2, **_train(max_steps=2, eval_limit=2)).fit(
+        task, splits.train[:8], splits.dev[:4], _ctx(tiny_loaded, tmp_path / "w"))
     assert "dev_metric" in adapted.final_dev
     preds = load_adapted(adapted.save(tmp_path / "art")).predict(splits.test[:2])
     assert all(isinstance(p.raw, str) for p in preds)
     with pytest.raises(ConfigError, match="classification"):
-        EmbeddingProbeConfig().fit(task, splits.train, splits.dev)
+        EmbeddingProbeConfig().fit(task, splits.train, splits.dev, FitContext.of("tiny-random-llama"))
 
 
 def test_resume_refuses_changed_settings(toy, tiny_loaded, tmp_path: Path) -> None:
     task, splits = toy
-    args = _args(max_steps=2, save_every=1, eval_metric=False)
-    LoraConfig(rank=2).fit(task, splits.train, splits.dev[:4], model=tiny_loaded, args=args, out_dir=tmp_path)
+    cfg = LoraConfig(rank=2, **_train(max_steps=2, save_every=1, eval_metric=False))
+    cfg.fit(task, splits.train, splits.dev[:4], _ctx(tiny_loaded, tmp_path))
     assert (tmp_path / "checkpoints" / "step-000001" / "state.json").is_file()
     with pytest.raises(ConfigError, match="batch_size"):
-        LoraConfig(rank=2).fit(task, splits.train, splits.dev[:4], model=tiny_loaded, resume=True,
-                               args=_args(max_steps=2, save_every=1, eval_metric=False, batch_size=4),
-                               out_dir=tmp_path)
-    resumed = LoraConfig(rank=2).fit(task, splits.train, splits.dev[:4], model=tiny_loaded, args=args,
-                                     out_dir=tmp_path, resume=True)
+        LoraConfig(rank=2, **_train(max_steps=2, save_every=1, eval_metric=False, batch_size=4)).fit(
+            task, splits.train, splits.dev[:4], _ctx(tiny_loaded, tmp_path, resume=True))
+    resumed = cfg.fit(task, splits.train, splits.dev[:4], _ctx(tiny_loaded, tmp_path, resume=True))
     assert resumed.train_cost["resumed_from"] == [1] and resumed.train_cost["steps"] == 2

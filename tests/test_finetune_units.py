@@ -8,14 +8,22 @@ from pathlib import Path
 import pytest
 
 from adaptlab.errors import ConfigError
-from adaptlab.finetuning.batching import (IGNORE_INDEX, LengthGroupedBatches, Pair, answer_window, collate,
-                                          encode_pair, padding_ratio)
-from adaptlab.finetuning.configs import (IA3Config, LoraConfig, PromptTuningConfig, TrainArgs,
-                                         build_configs)
+from adaptlab.strategies import IA3Config, LoraConfig, PromptTuningConfig, get_strategy
+from adaptlab.strategies.finetune.batching import (IGNORE_INDEX, LengthGroupedBatches, Pair, answer_window, collate,
+                                                   encode_pair, padding_ratio)
+from adaptlab.strategies.finetune.train_args import TrainArgs
 from test_finetune_toy import one_thread_torch, write_toy_task
 
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread_torch)
+
+
+def _build(cfg, base):
+    """The trainable model for ``cfg`` around ``base`` (seeded as a fit seeds it; ``base`` is modified)."""
+    import torch
+
+    torch.manual_seed(0)
+    return cfg.build(base, instruction_ids=(), seed=0)
 
 
 # ----------------------------------------------------------------------------- configs
@@ -26,49 +34,62 @@ def test_config_validation_names_the_field() -> None:
     with pytest.raises(ConfigError) as e:
         TrainArgs(schedule="exponential")
     assert e.value.field == "schedule"
+    with pytest.raises(ConfigError) as e:  # the training fields live on the method's config too
+        LoraConfig(schedule="exponential")
+    assert e.value.field == "schedule"
     with pytest.raises(ConfigError) as e:
         IA3Config(target_modules=("k_proj",), feedforward_modules=("down_proj",))
     assert e.value.field == "feedforward_modules"
 
 
-def test_build_configs_coerces_strings_and_rejects_unknown_keys() -> None:
-    cfg, args = build_configs("lora", {"rank": "4", "target_modules": "q_proj, v_proj", "batch_size": "2",
-                                       "learning_rate": "3e-4", "keep_best": "false", "max_steps": "null"})
+def test_command_line_options_are_read_as_yaml_and_unknown_keys_rejected() -> None:
+    """``--set key=value`` text is parsed as YAML scalars (parse_scalar), then validated strictly by the
+    method's config, which holds the method and the training fields flat."""
+    from adaptlab.cli.app import parse_options
+    from adaptlab.config import parse_scalar
+
+    assert parse_scalar("4") == 4 and parse_scalar("3e-4") == 3e-4 and parse_scalar("false") is False
+    assert parse_scalar("null") is None and parse_scalar("q_proj, v_proj") == "q_proj, v_proj"
+    options = parse_options(["rank=4", "target_modules=q_proj, v_proj", "batch_size=2", "learning_rate=3e-4",
+                             "keep_best=false", "max_steps=null"], "--set")
+    cfg = get_strategy("lora").parse(options)
+    args = cfg.train_args(0, progress=False)
     assert cfg.rank == 4 and cfg.target_modules == ("q_proj", "v_proj")
     assert args.batch_size == 2 and args.learning_rate == 3e-4 and args.keep_best is False
     assert args.max_steps is None
+    with pytest.raises(ConfigError) as e:  # strict: a Python string is not an integer
+        get_strategy("lora").parse({"rank": "4"})
+    assert e.value.field == "rank" and "must be an integer" in e.value.message
     with pytest.raises(ConfigError) as e:
-        build_configs("lora", {"rnak": 4})
+        get_strategy("lora").parse({"rnak": 4})
     assert "rank" in (e.value.hint or "")
     with pytest.raises(ConfigError) as e:
-        build_configs("lorra")
+        get_strategy("lorra")
     assert "lora" in (e.value.hint or "")
     with pytest.raises(ConfigError):
-        build_configs("lora", {"rank": "four"})
-    probe, _ = build_configs("embedding_probe", {"C": "0.5", "seed": 3})
+        get_strategy("lora").parse(parse_options(["rank=four"], "--set"))
+    probe = get_strategy("embedding_probe").parse(parse_options(["C=0.5"], "--set"))
     assert probe.C == 0.5
+    with pytest.raises(ConfigError):  # the seed is the run's (FitContext.seed), not a strategy option
+        get_strategy("embedding_probe").parse({"C": 0.5, "seed": 3})
     with pytest.raises(ConfigError):  # training options do not apply to the probe
-        build_configs("embedding_probe", {"batch_size": 4})
+        get_strategy("embedding_probe").parse({"batch_size": 4})
 
 
 def test_lora_target_module_matching_nothing_is_an_error(tiny_loaded) -> None:
-    from adaptlab.finetuning.methods import build_model
-
     cfg = LoraConfig(target_modules=("q_proj", "qkv_proj"))
     with pytest.raises(ConfigError) as e:
-        build_model(cfg, copy.deepcopy(tiny_loaded.model))
+        _build(cfg, copy.deepcopy(tiny_loaded.model))
     assert "qkv_proj" in e.value.message and e.value.field == "target_modules"
     assert "q_proj" in (e.value.hint or "")  # lists what exists
     with pytest.raises(ConfigError, match="gate"):
-        build_model(IA3Config(target_modules=("gate",), feedforward_modules=("gate",)),
-                    copy.deepcopy(tiny_loaded.model))
+        _build(IA3Config(target_modules=("gate",), feedforward_modules=("gate",)), copy.deepcopy(tiny_loaded.model))
 
 
 # ----------------------------------------------------------------------------- tokenisation = scoring
 def _pairs(tmp_path: Path, n: int = 6) -> tuple[list[Pair], object]:
-    from adaptlab.data import load_splits
-    from adaptlab.finetuning.methods import training_pairs, zero_shot_prompt
-    from adaptlab.tasks import load_task
+    from adaptlab.data import load_splits, load_task
+    from adaptlab.strategies.finetune.gradient import training_pairs, zero_shot_prompt
 
     task = load_task(write_toy_task(tmp_path))
     zs = zero_shot_prompt(task, "tiny-random-llama")
@@ -148,14 +169,13 @@ def test_length_grouped_batches_cover_each_epoch_and_split_evenly() -> None:
 def test_soft_prompt_scoring_matches_peft_forward(tiny_loaded, tmp_path: Path) -> None:
     import torch
 
-    from adaptlab.finetuning.methods import build_model, scoring_model
     from adaptlab.lm.base import LoglikelihoodRequest
     from adaptlab.lm.hf import HFLM
 
     pairs, _ = _pairs(tmp_path)
     tok = tiny_loaded.tokenizer
-    peft_model = build_model(PromptTuningConfig(num_virtual_tokens=5, init="vocab"),
-                             copy.deepcopy(tiny_loaded.model)).eval()
+    cfg = PromptTuningConfig(num_virtual_tokens=5, init="vocab")
+    peft_model = _build(cfg, copy.deepcopy(tiny_loaded.model)).eval()
     reqs = [LoglikelihoodRequest(p.context, (p.answer, " no", " maybe so")) for p in pairs]
     expected = []
     for r in reqs:
@@ -167,7 +187,7 @@ def test_soft_prompt_scoring_matches_peft_forward(tiny_loaded, tmp_path: Path) -
             logp = torch.log_softmax(logits.float(), -1)
             row.append(sum(float(logp[i - 1, t]) for i, t in enumerate(enc.labels) if t != IGNORE_INDEX))
         expected.append(row)
-    net = scoring_model(peft_model, "prompt_tuning")
+    net = cfg.scoring_model(peft_model)
     base_scores = HFLM(tiny_loaded.model, tok).loglikelihood(reqs)
     for cache in (True, False):
         got = HFLM(net, tok, prefix_cache=cache, batch_size=4).loglikelihood(reqs)
@@ -196,8 +216,8 @@ def test_checkpoint_round_trip_restores_optimizer_and_rng(tmp_path: Path) -> Non
     import numpy as np
     import torch
 
-    from adaptlab.finetuning.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-    from adaptlab.finetuning.recipe import new_accelerator
+    from adaptlab.strategies.finetune.accelerator import new_accelerator
+    from adaptlab.strategies.finetune.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
     acc = new_accelerator(TrainArgs(device="cpu"))
 

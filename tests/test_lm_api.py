@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from adaptlab.errors import ConfigError
-from adaptlab.lm.api import APIConfig, APILM, BackendError
+from adaptlab.lm.api import APILM
+from adaptlab.lm.api_config import APIConfig, BackendError
 from adaptlab.lm.base import LM, LoglikelihoodRequest
 
 try:
@@ -88,7 +89,7 @@ def test_config_validation_names_the_field() -> None:
         APIConfig(concurrency=0)
     assert err.value.field == "concurrency"
     with pytest.raises(ConfigError) as err:
-        APIConfig.from_dict({"concurency": 2})
+        APIConfig.parse({"concurency": 2})
     assert "did you mean 'concurrency'" in err.value.one_line()
 
 

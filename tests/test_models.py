@@ -14,7 +14,9 @@ import pytest
 import torch
 
 import adaptlab
-from adaptlab import model_info, models
+from adaptlab import models
+from adaptlab.models import convert, loading
+from adaptlab.models import info as model_info
 from adaptlab.errors import ConfigError, ModelError
 
 SRC = str(Path(adaptlab.__file__).resolve().parents[1])
@@ -39,10 +41,10 @@ def _logits(loaded_model, tokenizer, text: str = PROMPT) -> torch.Tensor:
 
 def test_cache_root_follows_env(monkeypatch, tmp_path):
     monkeypatch.setenv("ADAPTLAB_CACHE", str(tmp_path / "c"))
-    assert models.cache_root() == tmp_path / "c"
-    assert models.converted_dir() == tmp_path / "c" / "models" / models.DEFAULT_MODEL
+    assert convert.cache_root() == tmp_path / "c"
+    assert convert.converted_dir() == tmp_path / "c" / "models" / models.DEFAULT_MODEL
     monkeypatch.delenv("ADAPTLAB_CACHE")
-    assert models.cache_root() == Path.home() / ".cache" / "adaptlab"
+    assert convert.cache_root() == Path.home() / ".cache" / "adaptlab"
 
 
 def test_gguf_found_without_importing_the_package():
@@ -64,12 +66,12 @@ def test_invalid_dtype_is_config_error(dtype):
 
 def test_invalid_device_is_config_error():
     with pytest.raises(ConfigError) as info:
-        models.resolve_device("tpu")
+        loading.resolve_device("tpu")
     assert info.value.field == "device"
-    assert models.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert loading.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA"):
-            models.resolve_device("cuda")
+            loading.resolve_device("cuda")
 
 
 @pytest.mark.parametrize("name, suggestion", [
@@ -112,7 +114,7 @@ def test_publish_cleans_stale_temp_and_rebuilds_incomplete(tmp_path):
     (stale / "data").write_text("half")
     target.mkdir()
     (target / "data").write_text("half")  # no "done": incomplete
-    assert models._publish_atomically(target, _build, complete=_complete) == target
+    assert convert._publish_atomically(target, _build, complete=_complete) == target
     assert _complete(target) and (target / "data").read_text() == "payload"
     assert not stale.exists() and not list(target.parent.glob(".thing.tmp-*"))
 
@@ -126,14 +128,14 @@ def test_publish_failure_leaves_nothing(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        models._publish_atomically(target, failing, complete=_complete)
+        convert._publish_atomically(target, failing, complete=_complete)
     assert not target.exists() and not list(target.parent.glob(".thing.tmp-*"))
 
 
 _PUBLISH = """
 import sys, time
 from pathlib import Path
-from adaptlab.models import _publish_atomically
+from adaptlab.models.convert import _publish_atomically
 target, log = Path(sys.argv[1]), Path(sys.argv[2])
 def build(tmp):
     with open(log, "a") as fh:
@@ -235,13 +237,13 @@ def test_list_models_reports_known_names():
 @pytest.fixture(scope="module")
 def gguf_reference():
     """The default model de-quantised straight from the GGUF (slow; once per module)."""
-    return models.load_gguf_model()
+    return convert.load_gguf_model()
 
 
 @pytest.mark.integration
 def test_converted_folder_is_complete(default_loaded):
     folder = default_loaded.path
-    assert folder == models.converted_dir() and models.is_converted()
+    assert folder == convert.converted_dir() and convert.is_converted()
     assert (folder / "model.safetensors").is_file()
     config = json.loads((folder / "config.json").read_text())
     assert "quantization_config" not in config
@@ -267,7 +269,7 @@ def test_converted_matches_gguf(default_loaded, gguf_reference):
 def test_second_load_reuses_the_cache(default_loaded):
     folder = default_loaded.path
     stamps = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
-    assert models.ensure_converted() == folder
+    assert convert.ensure_converted() == folder
     again = models.load_model()
     assert again.path == folder
     assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == stamps
@@ -292,7 +294,7 @@ def test_killed_then_concurrent_conversions_leave_a_valid_cache(tmp_path, defaul
     victim.communicate(timeout=60)
     assert victim.returncode == -signal.SIGKILL
     assert list(models_dir.glob(TMP_PREFIX + "*")), "the killed run's temp folder should remain"
-    assert not models.is_converted(cache) and not models.converted_dir(cache).exists()
+    assert not convert.is_converted(cache) and not convert.converted_dir(cache).exists()
 
     # 2. Two processes convert at once into the same cache; both succeed with the same folder.
     procs = [_run_python(_CONVERT, str(cache)) for _ in range(2)]
@@ -300,14 +302,14 @@ def test_killed_then_concurrent_conversions_leave_a_valid_cache(tmp_path, defaul
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
     paths = {Path(out.strip().splitlines()[-1]) for out, _ in outs}
-    assert paths == {models.converted_dir(cache)}
-    assert models.is_converted(cache)
+    assert paths == {convert.converted_dir(cache)}
+    assert convert.is_converted(cache)
     assert not list(models_dir.glob(TMP_PREFIX + "*")), "stale temp folders are cleaned"
-    assert "quantization_config" not in json.loads((models.converted_dir(cache) / "config.json").read_text())
+    assert "quantization_config" not in json.loads((convert.converted_dir(cache) / "config.json").read_text())
 
     # 3. The cache loads and computes exactly what the default cache computes.
     loaded = models.load_model(cache_dir=cache)
-    assert loaded.path == models.converted_dir(cache)
+    assert loaded.path == convert.converted_dir(cache)
     assert torch.allclose(_logits(loaded.model, loaded.tokenizer),
                           _logits(default_loaded.model, default_loaded.tokenizer), atol=1e-6)
 
@@ -316,10 +318,10 @@ def test_killed_then_concurrent_conversions_leave_a_valid_cache(tmp_path, defaul
 def test_list_models_before_conversion(tmp_path, default_loaded):
     rows = {r.name: r for r in model_info.list_models(cache_dir=tmp_path)}
     smol = rows[models.DEFAULT_MODEL]
-    assert smol.available and "GGUF" in smol.note and smol.size_bytes == models.gguf_path().stat().st_size
+    assert smol.available and "GGUF" in smol.note and smol.size_bytes == convert.gguf_path().stat().st_size
     assert smol.params == sum(p.numel() for p in default_loaded.model.parameters())
     assert rows["tiny-random-llama"].params == model_info.tiny_param_count(len(default_loaded.tokenizer))
-    assert not models.is_converted(tmp_path)
+    assert not convert.is_converted(tmp_path)
 
 
 @pytest.mark.integration

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from adaptlab.errors import ConfigError
-from adaptlab.prompting.format import (PromptFormat, content_free_input, continuation,
-                                       extract_answer, render_prompt, render_template)
+from adaptlab.strategies.prompt.format import (PromptFormat, content_free_input, continuation,
+                                               extract_answer, render_prompt, render_template)
 from fakes import chatml_tokenizer
 
 DEMOS = [("a good film", "positive"), ("bad acting", "negative")]

@@ -218,7 +218,7 @@ def test_cli_bad_value_is_one_line_error():
 
 
 def test_cli_redecides_a_stored_run(tmp_path):
-    from adaptlab.store import RunStore
+    from adaptlab.experiment.store import RunStore
 
     cells, preds = CLOSE
     with RunStore(tmp_path / "run") as store:

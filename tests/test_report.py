@@ -2,7 +2,7 @@
 
 The run directory is built through the real `RunStore` from hand-made cells whose predictions are
 generated (seeded) to match their values; every cell's artifact is a copy of a real prompt artifact
-made by `run_prompt` with the tiny model, so best/ is loadable by `adaptlab predict`.
+made by `run_single` with the tiny model, so best/ is loadable by `adaptlab predict`.
 """
 
 from __future__ import annotations
@@ -32,17 +32,18 @@ def prompt_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real prompt artifact (zero-shot, tiny model), made once per test session."""
     path = tmp_path_factory.getbasetemp() / "report-prompt-artifact"
     if not (path / "adapted.json").is_file():
-        from adaptlab.evaluate import run_prompt
+        from adaptlab.data import builtin_task
+        from adaptlab.experiment.single import SingleRun, run_single
         from adaptlab.lm.factory import build_lm
-        from adaptlab.tasks import builtin_task
+        from adaptlab.strategies import ModelPool
 
-        run_prompt(builtin_task("demo"), build_lm("tiny-random-llama"), "zero_shot", {},
-                   out_dir=path, limit=10, progress=False, latency_sample=2)
+        run_single(builtin_task("demo"), "zero_shot", {}, ModelPool.of(build_lm("tiny-random-llama")),
+                   SingleRun(out_dir=path, limit=10, progress=False, latency_sample=2))
     return path
 
 
 def _labels() -> list[str]:
-    from adaptlab.tasks import builtin_task
+    from adaptlab.data import builtin_task
 
     return builtin_task("demo").label_keys + [NASTY_LABEL]
 
@@ -79,7 +80,7 @@ def make_run(run_dir: Path, artifact: Path, *, fail_all: bool = False,
              strategies: tuple[str, ...] | None = None) -> list[CellRecord]:
     """Write an experiment, its cells (+ one failed cell) and their predictions into ``run_dir``."""
     from adaptlab.metrics import classification_report
-    from adaptlab.store import RunStore
+    from adaptlab.experiment.store import RunStore
 
     labels = _labels()
     metrics_doc = json.loads((artifact / "metrics.json").read_text())
@@ -169,8 +170,18 @@ def test_summary_states_the_recommendation(built):
     assert "| **Cost per 1,000 queries** |" in md
 
 
+def _best_note(best_dir: Path, artifact_dir: Path) -> str:
+    """The report's note in best/: README.md, or BEST.md beside the artifact's own model card (every cell's
+    folder holds one: README.md), which best/ keeps unchanged."""
+    card = artifact_dir / "README.md"
+    if card.is_file():
+        assert (best_dir / "README.md").read_bytes() == card.read_bytes()
+        return (best_dir / "BEST.md").read_text(encoding="utf-8")
+    return (best_dir / "README.md").read_text(encoding="utf-8")
+
+
 def test_best_is_the_recommended_artifact_and_loads(built):
-    from adaptlab.adapted import load_adapted
+    from adaptlab.strategies import load_adapted
 
     run_dir, cells, paths = built
     doc = _strict_json(paths.results_json)
@@ -179,7 +190,7 @@ def test_best_is_the_recommended_artifact_and_loads(built):
     assert doc["best"]["cell_key"] == key and paths.best_dir == run_dir / "best"
     assert (paths.best_dir / "adapted.json").read_bytes() == (run_dir / cell.artifact_dir / "adapted.json").read_bytes()
     assert load_adapted(paths.best_dir).kind == "prompt"
-    note = (paths.best_dir / "README.md").read_text(encoding="utf-8")
+    note = _best_note(paths.best_dir, run_dir / cell.artifact_dir)
     assert cell.variant in note and key[:12] in note
 
 
@@ -227,8 +238,8 @@ def test_page_content_in_order(built):
 
 
 def test_rebuild_replaces_best_and_collect_labels_note(built):
-    from adaptlab.adapted import load_adapted
     from adaptlab.report import build_report
+    from adaptlab.strategies import load_adapted
 
     run_dir, _, _ = built
     (run_dir / "best" / "stale.txt").write_text("old")
@@ -237,7 +248,8 @@ def test_rebuild_replaces_best_and_collect_labels_note(built):
     assert rec["decision"] == "collect_labels", rec
     assert not (paths.best_dir / "stale.txt").exists()
     assert load_adapted(paths.best_dir).kind == "prompt"
-    assert "collect more labels" in (paths.best_dir / "README.md").read_text(encoding="utf-8")
+    artifact = run_dir / _strict_json(paths.results_json)["best"]["source"]
+    assert "collect more labels" in _best_note(paths.best_dir, artifact)
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".best")]
     build_report(run_dir)  # back to the stored scenario for the other tests
 

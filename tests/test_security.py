@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptlab.adapted import load_adapted
 from adaptlab.errors import AdaptlabError, ModelError
+from adaptlab.strategies import load_adapted
 
 try:
     from test_api_faults import FaultServer
@@ -107,11 +107,13 @@ def test_pickle_weights_are_refused_unless_allowed(cli, pickled_model, tmp_path)
 
 
 def test_finetune_passes_allow_pickle_to_the_loader(pickled_model, tmp_path) -> None:
-    from adaptlab.finetuning.methods import resolve_loaded
+    from adaptlab.models import ModelSpec
+    from adaptlab.strategies import ModelPool
 
+    # fine-tuning takes fresh weights from the pool's spec: allow_pickle must reach load_model
     with pytest.raises(ModelError, match="--allow-pickle"):
-        resolve_loaded(str(pickled_model))
-    loaded = resolve_loaded(str(pickled_model), allow_pickle=True)
+        ModelPool.of(ModelSpec(name=str(pickled_model))).trainable()
+    loaded = ModelPool.of(ModelSpec(name=str(pickled_model), allow_pickle=True)).trainable()
     assert loaded.path == pickled_model.resolve()
 
 
@@ -164,8 +166,9 @@ def prompt_artifact(tmp_path: Path) -> Path:
     """A real few-shot prompt artifact (fitted through a scripted LM)."""
     from fakes import SENTIMENT_KEYWORDS, ScriptedLM
 
-    from adaptlab.evaluate import run_prompt
-    from adaptlab.tasks import load_task
+    from adaptlab.data import load_task
+    from adaptlab.experiment.single import SingleRun, run_single
+    from adaptlab.strategies import ModelPool
 
     folder = tmp_path / "task"
     folder.mkdir()
@@ -174,7 +177,8 @@ def prompt_artifact(tmp_path: Path) -> Path:
     (folder / "test.jsonl").write_text(rows(4))
     task = load_task(write_task(folder))
     lm = ScriptedLM({"alpha": SENTIMENT_KEYWORDS["negative"], "beta": SENTIMENT_KEYWORDS["positive"]})
-    run_prompt(task, lm, "few_shot", {"k": 2}, out_dir=tmp_path / "art", progress=False, latency_sample=0)
+    run_single(task, "few_shot", {"k": 2}, ModelPool.of(lm),
+               SingleRun(out_dir=tmp_path / "art", progress=False, latency_sample=0))
     return tmp_path / "art"
 
 
@@ -190,7 +194,9 @@ def test_prompt_artifact_cannot_name_a_file_outside_its_folder(prompt_artifact: 
     path.write_text(json.dumps(_knn(json.loads(path.read_text()), name)))
     with pytest.raises(AdaptlabError) as info:
         load_adapted(prompt_artifact)
-    assert info.value.field == "knn.embeddings_file" and "inside the artifact folder" in str(info.value)
+    # the prompt artifact now checks its files with the shared artifacts.artifact_path (same wording as the
+    # fine-tuned and probe artifacts below); it was "must be a file inside the artifact folder"
+    assert info.value.field == "knn.embeddings_file" and "points outside the artifact folder" in str(info.value)
 
 
 def test_symlink_out_of_the_artifact_is_refused(prompt_artifact: Path, tmp_path: Path) -> None:
@@ -199,8 +205,9 @@ def test_symlink_out_of_the_artifact_is_refused(prompt_artifact: Path, tmp_path:
     (prompt_artifact / "knn_embeddings.npy").symlink_to(outside)
     path = prompt_artifact / "adapted.json"
     path.write_text(json.dumps(_knn(json.loads(path.read_text()), "knn_embeddings.npy")))
-    with pytest.raises(AdaptlabError, match="inside the artifact folder"):
+    with pytest.raises(AdaptlabError, match="points outside the artifact folder") as info:
         load_adapted(prompt_artifact)
+    assert info.value.field == "knn.embeddings_file"
 
 
 def test_finetuned_and_probe_artifacts_cannot_reach_outside(prompt_artifact: Path, tmp_path: Path, cli) -> None:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from adaptlab.errors import ConfigError
-from adaptlab.prompting.format import Demo
-from adaptlab.prompting.selection import (KnnIndex, order_demos, select_balanced, select_random)
+from adaptlab.strategies.prompt.format import Demo
+from adaptlab.strategies.prompt.selection import KnnIndex, order_demos, select_balanced, select_random
 from fakes import KeywordEmbedder
 
 POOL = [Demo(f"d{i}", f"text {i}", lab) for i, lab in
@@ -73,7 +73,7 @@ def test_knn_ties_break_by_pool_order():
 
 @pytest.mark.integration
 def test_knn_with_real_minilm():
-    from adaptlab.embeddings import load_embedder
+    from adaptlab.models.embeddings import load_embedder
 
     pool = [Demo("cat", "the cat sat on the mat", "pets"),
             Demo("stocks", "stock markets fell sharply on monday", "business"),

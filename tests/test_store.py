@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from adaptlab.errors import AdaptlabError, ConfigError
+from adaptlab.experiment.store import RunLockedError, RunStore, environment_info, log_cell_mlflow
 from adaptlab.results import CellRecord, PredictionRow
-from adaptlab.store import RunLockedError, RunStore, environment_info, log_cell_mlflow
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -112,7 +112,7 @@ def test_put_cell_replaces_row_and_predictions(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM predictions").fetchone()[0] == 5
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "1"
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
 
 
 def test_failed_write_rolls_back_to_old_state(tmp_path: Path) -> None:
@@ -180,11 +180,30 @@ def test_missing_corrupt_and_foreign_databases(tmp_path: Path) -> None:
         RunStore(tmp_path / "afile")
 
 
+def test_schema_1_run_is_migrated_on_open(tmp_path: Path) -> None:
+    """A run written before cells recorded their family (schema 1) opens and gains the family column."""
+    rec = full_record()
+    with RunStore(tmp_path) as store:
+        store.put_cell(rec, preds(rec.key, 3), {"metric": "macro_f1"})
+    conn = sqlite3.connect(tmp_path / "adaptlab.db")
+    conn.execute("ALTER TABLE cells DROP COLUMN family")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with RunStore(tmp_path, create=False) as store:
+        assert store.schema_version == 2
+        (got,) = store.cells()
+    assert got.family == "prompt" and _same(got.to_dict(), rec.to_dict())
+    conn = sqlite3.connect(tmp_path / "adaptlab.db")
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    assert conn.execute("SELECT family FROM cells").fetchall() == [("prompt",)]
+
+
 READONLY_CHECK = """
 import math, os, sys
 from adaptlab.errors import AdaptlabError
 from adaptlab.results import CellRecord
-from adaptlab.store import RunStore
+from adaptlab.experiment.store import RunStore
 run_dir = sys.argv[1]
 if os.geteuid() == 0:  # root ignores permissions: become nobody (modules are imported already)
     os.setgid(65534); os.setuid(65534)
@@ -228,7 +247,7 @@ def test_read_only_run_directory() -> None:
 
 HOLD_LOCK = """
 import sys, time
-from adaptlab.store import RunStore
+from adaptlab.experiment.store import RunStore
 store = RunStore(sys.argv[1])
 with store.lock():
     print("locked", flush=True)
@@ -272,7 +291,7 @@ def test_lock_released_when_holder_is_killed(tmp_path: Path) -> None:
 WRITER = """
 import sys
 from adaptlab.results import CellRecord, PredictionRow
-from adaptlab.store import RunStore
+from adaptlab.experiment.store import RunStore
 run_dir, prefix, n_cells, n_pred, loop = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 store = RunStore(run_dir)
 gen = 0

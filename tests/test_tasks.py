@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from adaptlab.data import Example, load_splits
+from adaptlab.data import DataSpec, Example, Task, builtin_task, load_splits, load_task
+from adaptlab.data.templates import compile_template, template_fields
 from adaptlab.errors import ConfigError, DataError
-from adaptlab.tasks import DataSpec, Task, builtin_task, compile_template, load_task, template_fields
 
 SHIPPED = ["sst2", "agnews", "rte", "cb", "boolq", "multi30k-en-de"]
 

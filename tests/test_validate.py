@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from adaptlab.tasks import Task
-from adaptlab.validate import render_report, validate_task
+from adaptlab.cli.render import validation_report
+from adaptlab.data import Task
+from adaptlab.data.validate import validate_task
 
 SHIPPED = ["sst2", "agnews", "rte", "cb", "boolq", "multi30k-en-de"]
 
@@ -31,7 +32,7 @@ def rows(n: int, prefix: str = "t") -> list[dict]:
 
 def as_text(report) -> str:
     console = Console(width=200, record=True, file=open("/dev/null", "w"))
-    for item in render_report(report):
+    for item in validation_report(report):
         console.print(item)
     return console.export_text()
 

@@ -51,10 +51,11 @@ def test_sequences_match_hflm_tokenisation(tiny_loaded) -> None:
 def test_vllm_scores_agree_with_hflm(default_loaded) -> None:  # pragma: no cover - needs a CUDA GPU + vllm
     from adaptlab.lm.factory import build_lm
     from adaptlab.lm.hf import HFLM
+    from adaptlab.models import ModelSpec
 
     reqs = [LoglikelihoodRequest(f"Review: {t}\nSentiment:", (" positive", " negative"))
             for t in ("a moving, funny film", "dull and far too long", "i loved every minute")]
-    v = build_lm("smollm2-135m-instruct", backend="vllm", dtype="float32")
+    v = build_lm(ModelSpec(name="smollm2-135m-instruct", backend="vllm", dtype="float32"))
     hf = HFLM.from_loaded(default_loaded)
     for a, b in zip(v.loglikelihood(reqs), hf.loglikelihood(reqs)):
         assert a.logprobs == pytest.approx(b.logprobs, abs=0.05)

@@ -1,4 +1,6 @@
-"""The evaluator: scores any `Adapted` on a split and writes ``metrics.json`` in one schema.
+"""The evaluator: scores any `Adapted` on a split and writes ``metrics.json`` in one schema. It never asks how
+the model was adapted: it calls ``predict`` and reads the artifact's ``lm`` (usage counters, parameters, prefix
+keeping) and ``cost()``.
 
 Schema ``adaptlab.metrics/1`` (every strategy, prompting or fine-tuning)::
 
@@ -22,11 +24,11 @@ engine with a prefix cache does (None when the backend cannot keep one).
 
 from __future__ import annotations
 
-import json
 import logging
+import random
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,14 +36,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import adaptlab
-from adaptlab.adapted import RAW_INPUT_FIELD, Prediction, load_adapted, write_json_atomic
+from adaptlab.data.example import RAW_INPUT_FIELD
+from adaptlab.data.splits import check_examples
 from adaptlab.errors import DataError
+from adaptlab.files import write_json_atomic
+from adaptlab.metrics import bootstrap_ci, classification_report, per_example
+from adaptlab.models.costs import forward_flops
 
 if TYPE_CHECKING:
-    from adaptlab.adapted import Adapted
-    from adaptlab.data import Example
-    from adaptlab.lm.base import LM
-    from adaptlab.tasks import Task
+    from adaptlab.data.example import Example
+    from adaptlab.data.task import Task
+    from adaptlab.strategies.artifacts import Adapted
 
 log = logging.getLogger(__name__)
 
@@ -83,21 +88,26 @@ class EvalResult:
         return doc
 
 
-def evaluate(adapted: "Adapted", lm: "LM", task: "Task", examples: Sequence["Example"], *,
-             confidence: float = 0.95, seed: int = 0, progress: bool = False, split: str = "test",
-             latency_sample: int = 10, n_resamples: int = 1000) -> EvalResult:
-    """Predict ``examples`` with ``adapted`` through ``lm`` and measure quality and cost."""
-    from adaptlab.costs import count_params, forward_flops
-    from adaptlab.metrics import bootstrap_ci, classification_report, per_example
+@dataclass(frozen=True)
+class EvalSettings:
+    """How an evaluation measures: interval, resamples, latency sample."""
 
-    from adaptlab.data import check_examples
+    confidence: float = 0.95
+    n_resamples: int = 1000
+    latency_sample: int = 10
+    """Single-query predictions timed for the median latency (0: none)."""
 
+
+def evaluate(adapted: Adapted, task: Task, examples: Sequence[Example], *, seed: int = 0, split: str = "test",
+             progress: bool = False, settings: EvalSettings = EvalSettings()) -> EvalResult:
+    """Predict ``examples`` with ``adapted`` and measure quality and cost."""
     if not examples:
         raise DataError(f"no {split} examples to evaluate", file=task.source, field=split)
     check_examples(task, examples, split, unique_ids=True)  # before spending compute on predictions
+    lm = adapted.lm
     before = asdict(lm.usage)
     t0 = time.perf_counter()
-    preds = adapted.predict(examples, lm, progress=progress)
+    preds = adapted.predict(examples, progress=progress)
     seconds = time.perf_counter() - t0
     usage = _usage_delta(before, asdict(lm.usage))
     if [p.id for p in preds] != [ex.id for ex in examples]:
@@ -107,14 +117,14 @@ def evaluate(adapted: "Adapted", lm: "LM", task: "Task", examples: Sequence["Exa
     refs = [task.label_of(ex) if classification else task.target_of(ex) for ex in examples]
     hyps = [p.pred for p in preds]
     labels = task.label_keys if classification else None
-    ci = bootstrap_ci(task.metric, hyps, refs, n_resamples=n_resamples, confidence=confidence,
+    ci = bootstrap_ci(task.metric, hyps, refs, n_resamples=settings.n_resamples, confidence=settings.confidence,
                       seed=seed, labels=labels)
     scores = per_example(task.metric, hyps, refs)
     report = (classification_report(refs, hyps, task.label_keys) if classification
               else _generation_report(hyps, scores))
 
     n = len(examples)
-    n_params = count_params(lm)
+    n_params = lm.n_params
     own = adapted.cost() or {}
     prompt_tokens = float(np.mean([p.prompt_tokens for p in preds]))
     processed = float(np.mean([p.prompt_tokens + p.scored_tokens for p in preds]))
@@ -128,14 +138,13 @@ def evaluate(adapted: "Adapted", lm: "LM", task: "Task", examples: Sequence["Exa
                             if n_params and usage.get("computed_tokens") else None),
         "computed_tokens": usage.get("computed_tokens", 0) / n,
         "latency_s": seconds / n,
-        "latency_p50_s": _latency_p50(adapted, lm, examples, latency_sample, seed),
-        "latency_p50_warm_s": _latency_p50(adapted, lm, examples, latency_sample, seed, warm=True),
+        "latency_p50_s": _latency_p50(adapted, examples, settings.latency_sample, seed),
+        "latency_p50_warm_s": _latency_p50(adapted, examples, settings.latency_sample, seed, warm=True),
         "prefix_shared": own.get("query", {}).get("prefix_shared"),
     })
     rows = []
     for ex, p, ref, s in zip(examples, preds, refs, scores):
-        row: dict[str, Any] = {"id": ex.id, "input": _input_text(task, ex), "gold": ref,
-                               "pred": p.pred}
+        row: dict[str, Any] = {"id": ex.id, "input": _input_text(task, ex), "gold": ref, "pred": p.pred}
         if classification:
             row["correct"] = bool(s >= 1.0)
             row["scores"] = p.scores
@@ -144,15 +153,13 @@ def evaluate(adapted: "Adapted", lm: "LM", task: "Task", examples: Sequence["Exa
             row["score"] = float(s)
             row["raw"] = p.raw
         rows.append(row)
-    search = (getattr(adapted, "fit_info", None) or {}).get("search")
     return EvalResult(
-        task=task.name, model=getattr(adapted, "model_name", lm.name),
-        strategy=getattr(adapted, "strategy", adapted.kind),
-        config=dict(getattr(adapted, "config", {}) or {}), split=split, n=n,
+        task=task.name, model=adapted.model_name, strategy=adapted.strategy, config=dict(adapted.config or {}),
+        split=split, n=n,
         metric={"name": task.metric, "value": ci.estimate, "ci_low": ci.low, "ci_high": ci.high,
-                "confidence": confidence},
+                "confidence": settings.confidence},
         report=report, cost={"train": train, "query": query}, predictions=rows, usage=usage,
-        search=search)
+        search=own.get("search"))
 
 
 def _input_text(task: "Task", ex: "Example") -> str:
@@ -171,30 +178,29 @@ def _usage_delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[st
     return out
 
 
-def _latency_p50(adapted: "Adapted", lm: "LM", examples: Sequence["Example"], k: int,
-                 seed: int, *, warm: bool = False) -> float | None:
-    """Median seconds of ``k`` single-query predict calls (seeded sample of the examples). ``warm``: with
-    the backend keeping the previous query's prompt prefix (`HFLM.keep_prefix`), after one untimed query;
-    None when the backend cannot keep one."""
+def _latency_p50(adapted: Adapted, examples: Sequence[Example], k: int, seed: int, *,
+                 warm: bool = False) -> float | None:
+    """Median seconds of ``k`` single-query predictions (a seeded sample of the examples). ``warm``: with the LM
+    keeping the previous query's prompt prefix, after one untimed query; None when it cannot keep one."""
     if k <= 0:
         return None
-    import random
-    from contextlib import nullcontext
-
     idx = sorted(random.Random(seed).sample(range(len(examples)), min(k, len(examples))))
-    keep = getattr(lm, "keep_prefix", None)
-    if warm and not callable(keep):
-        return None
-    with keep() if warm else nullcontext(True) as active:
+    if not warm:
+        return _median_seconds(adapted, examples, idx)
+    with adapted.lm.keep_prefix() as active:
         if not active:
             return None
-        if warm:  # fill the cache with a query outside the sample where there is one
-            adapted.predict([examples[next((i for i in range(len(examples)) if i not in idx), idx[0])]], lm)
-        times = []
-        for i in idx:
-            t0 = time.perf_counter()
-            adapted.predict([examples[i]], lm)
-            times.append(time.perf_counter() - t0)
+        # fill the cache with a query outside the sample where there is one
+        adapted.predict([examples[next((i for i in range(len(examples)) if i not in idx), idx[0])]])
+        return _median_seconds(adapted, examples, idx)
+
+
+def _median_seconds(adapted: Adapted, examples: Sequence[Example], idx: Sequence[int]) -> float:
+    times = []
+    for i in idx:
+        t0 = time.perf_counter()
+        adapted.predict([examples[i]])
+        times.append(time.perf_counter() - t0)
     return float(statistics.median(times))
 
 
@@ -207,121 +213,3 @@ def _generation_report(hyps: Sequence[str], scores: np.ndarray) -> dict[str, Any
 def save_metrics(result: EvalResult, directory: str | Path) -> Path:
     """Write ``DIR/metrics.json`` atomically (temp file + os.replace); returns its path."""
     return write_json_atomic(Path(directory) / METRICS_FILE, result.to_json())
-
-
-# -- high-level entry points (the CLI wires these) ------------------------------------------------------
-def run_prompt(task: "Task", lm: "LM | Callable[[], LM]", strategy_name: str,
-               options: Mapping[str, Any] | None = None, *, out_dir: str | Path, split: str = "test",
-               limit: int | None = None, seed: int = 0, progress: bool = True, embedder: Any = None,
-               latency_sample: int = 10) -> EvalResult:
-    """Load splits, fit ``strategy_name`` with ``options``, evaluate on ``split``; write
-    ``DIR/adapted.json`` (+ artifact files) and ``DIR/metrics.json``.
-
-    ``lm`` is an `LM`, or a function building one: it is then called only after the strategy, its
-    options, the output folder and the data have been checked (bad input fails before a model loads).
-    ``limit`` evaluates a seeded random subset of that many examples (kept in file order).
-    ``seed`` seeds the split carving, the strategy (unless ``options`` sets ``seed``), the subset
-    and the bootstrap. ``latency_sample`` single-query calls measure the p50 latency.
-    """
-    import adaptlab.prompting  # noqa: F401  (registers the prompting strategies)
-    from adaptlab.adapted import prepare_output_dir
-    from adaptlab.costs import dir_bytes
-    from adaptlab.data import absent_labels, check_examples, load_splits
-    from adaptlab.prompting.artifact import seeded_sample
-    from adaptlab.prompting.strategies import get_strategy
-
-    spec = get_strategy(strategy_name)
-    options = dict(options or {})
-    cfg = spec.parse(options)
-    if "seed" not in options and hasattr(cfg, "seed"):
-        cfg.seed = seed
-    prepare_output_dir(out_dir)
-    splits = load_splits(task, seed=seed)
-    examples = seeded_sample(splits[split], limit, seed)
-    if not examples:
-        raise DataError(f"no {split} examples to evaluate", file=task.source, field=f"data.{split}",
-                        hint=f"add data.{split} to the task" if split != "train" else None)
-    for name in ("train", "dev"):  # demonstrations, calibration and search read their labels
-        check_examples(task, splits[name], name)
-    check_examples(task, examples, split, unique_ids=True)
-    absent = absent_labels(task, splits.train) if splits.train else []
-    if absent:
-        log.warning("%d label(s) have no training examples (%s): demonstrations cannot show them",
-                    len(absent), ", ".join(absent))
-    if callable(lm) and not hasattr(lm, "loglikelihood"):
-        lm = lm()
-    log.info("fitting %s on %s (%d train, %d dev)", strategy_name, task.name, len(splits.train),
-             len(splits.dev))
-    resources = {"embedder": embedder} if embedder is not None else {}
-    adapted = spec.fit_fn(cfg, task, splits.train, splits.dev, lm, **resources)
-    out = Path(out_dir)
-    adapted.save(out)
-    artifact_bytes = dir_bytes(out) - ((out / METRICS_FILE).stat().st_size
-                                       if (out / METRICS_FILE).is_file() else 0)
-    result = evaluate(adapted, lm, task, examples, seed=seed, progress=progress, split=split,
-                      latency_sample=latency_sample)
-    result.cost["train"]["artifact_bytes"] = artifact_bytes
-    save_metrics(result, out)
-    return result
-
-
-def read_input_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file (one JSON object a line) for `predict_texts`."""
-    path = Path(path)
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"cannot read input file: {e.strerror}", file=path) from None
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg}", file=path, line=i) from None
-        if not isinstance(row, dict):
-            raise DataError("each line must be a JSON object", file=path, line=i)
-        rows.append(row)
-    return rows
-
-
-def _single_input_field(adapted_dir: str | Path) -> str | None:
-    """The one field the artifact's input template uses (so a bare text renders like a data row), or None.
-
-    With a one-field template such as ``"Review: {{ text }}"`` a ``--text`` input fills ``text``; with
-    several fields (or none) the text is used verbatim as the rendered input.
-    """
-    from adaptlab.tasks import template_fields
-
-    try:
-        template = json.loads((Path(adapted_dir) / "adapted.json").read_text())["task"]["input"]
-    except (OSError, KeyError, TypeError, ValueError):
-        return None
-    names = sorted(template_fields(template))
-    return names[0] if len(names) == 1 else None
-
-
-def predict_texts(adapted_dir: str | Path, lm_factory: Callable[[str], "LM"],
-                  texts: Sequence[str] = (), *, rows: Sequence[Mapping[str, Any]] = (),
-                  progress: bool = False) -> list[Prediction]:
-    """Predict with the artifact in ``adapted_dir``; ``lm_factory(model_name)`` builds its LM.
-
-    ``texts`` fill the input template's field when it has exactly one, else are used verbatim; ``rows`` are example fields rendered through
-    the artifact's input template (a row's ``id``/``idx`` becomes the prediction id).
-    """
-    from adaptlab.data import Example
-
-    adapted = load_adapted(adapted_dir)
-    field = _single_input_field(adapted_dir)
-    examples = [Example(id=f"text:{i + 1}", fields={field or RAW_INPUT_FIELD: t}, source="<text>", line=i + 1)
-                for i, t in enumerate(texts)]
-    for i, row in enumerate(rows):
-        rid = row.get("id", row.get("idx", f"input:{i + 1}"))
-        examples.append(Example(id=str(rid), fields=dict(row), source="<input>", line=i + 1))
-    if not examples:
-        return []
-    # Fine-tuned artifacts carry their own weights: they score through `as_lm()` (the adapted model),
-    # prompt artifacts through the LM the factory builds for the model they name.
-    lm = adapted.as_lm() if hasattr(adapted, "as_lm") else lm_factory(adapted.model_name)
-    return adapted.predict(examples, lm, progress=progress)

@@ -1,12 +1,12 @@
 """The shared shape of a compare run's results: one `CellRecord` per grid cell, and the `Scenario`.
 
-`adaptlab.store` writes and reads these, `adaptlab.analysis` computes curves, crossovers and break-even
+`adaptlab.experiment.store` writes and reads these, `adaptlab.analysis` computes curves, crossovers and break-even
 from them, `adaptlab.recommend` decides from them, and `adaptlab.report` draws them. Hand-made
 records (in tests) exercise the analysis exactly as a real run does.
 
 Cost conventions (per query = one test input answered):
 
-* ``query_flops``: 2·N·(prompt + scored tokens) of one query served alone (`adaptlab.costs`).
+* ``query_flops``: 2·N·(prompt + scored tokens) of one query served alone (`adaptlab.models.costs`).
 * ``query_seconds``: measured median single-query latency (``latency_p50_s``; falls back to the
   batched seconds per query when the median was not measured).
 * Under a scenario with ``prefix_cache`` (the serving engine keeps prompt prefixes, as vLLM and
@@ -20,64 +20,77 @@ Cost conventions (per query = one test input answered):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-Family = Literal["prompt", "finetune"]
-PROMPT_STRATEGIES = ("zero_shot", "few_shot", "calibrate", "prompt_search")
-FINETUNE_METHODS = ("lora", "full", "prompt_tuning", "ia3", "embedding_probe")
+from pydantic import ConfigDict, Field, field_validator
+
+from adaptlab.config import ConfigModel, Invalid
+
+Family = str
+"""A strategy family: ``prompt`` or ``finetune`` (`adaptlab.strategies.FAMILIES`)."""
 
 
 def family_of(strategy: str) -> Family:
-    """``"prompt"`` for prompt strategies (no weight changes), ``"finetune"`` for the rest."""
-    return "prompt" if strategy in PROMPT_STRATEGIES else "finetune"
+    """The registered family of ``strategy``; a strategy this process has not registered (a plugin's) is
+    ``finetune`` only if no stored record says otherwise (records carry their family)."""
+    import adaptlab.strategies as strategies  # registers the built-in strategies
+
+    return strategies.family_of(strategy) or "finetune"
 
 
-@dataclass
-class Scenario:
-    """The user's situation the recommendation is for (all fields optional but documented)."""
+class Scenario(ConfigModel):
+    """The user's situation the recommendation is for (every field optional, documented)."""
 
-    queries_per_month: float = 100_000.0
+    key_aliases = {"queries": "queries_per_month", "volume": "queries_per_month", "price": "price_per_hour",
+                   "latency": "latency_budget_s", "target": "accuracy_target", "labels": "labels_available"}
+
+    queries_per_month: float = Field(100_000.0, ge=0)
     """Expected queries the adapted model will answer per month."""
-    price_per_hour: float = 0.10
+    price_per_hour: float = Field(0.10, ge=0)
     """$ per hour of the hardware that ran the experiment (CPU-hour here; accelerator-hour on GPU)."""
-    train_price_per_hour: float | None = None
-    """$ per hour for training if it differs (None: ``price_per_hour``)."""
-    latency_budget_s: float | None = None
-    """Maximum acceptable single-query latency in seconds (None: no constraint)."""
-    accuracy_target: float | None = None
-    """Metric value the team needs (same scale as the task metric, e.g. 0.85; None: best wins)."""
-    labels_available: int | None = None
-    """Labelled examples on hand (None: as many as the run used)."""
-    months: float = 12.0
+    train_price_per_hour: float | None = Field(None, ge=0)
+    """$ per hour for training if it differs (null: ``price_per_hour``)."""
+    latency_budget_s: float | None = Field(None, ge=0)
+    """Maximum acceptable single-query latency in seconds (null: no constraint)."""
+    accuracy_target: float | None = Field(None, ge=0)
+    """Metric value the team needs (same scale as the task metric, e.g. 0.85; null: best wins)."""
+    labels_available: int | None = Field(None, ge=0)
+    """Labelled examples on hand (null: as many as the run used)."""
+    months: float = Field(12.0, ge=0)
     """Horizon for total cost of ownership (how long the adapted model will serve)."""
-    task_changes_per_year: float = 0.0
+    task_changes_per_year: float = Field(0.0, ge=0)
     """How often the task definition changes (each change re-pays training; prompts are edited for free)."""
     prefix_cache: bool = False
     """The serving engine keeps prompt prefixes between queries (vLLM automatic prefix caching, llama.cpp
-    ``cache_prompt``): a few-shot prompt's demonstrations are computed once, not per query. False (the
-    default) prices every query computed in full."""
+    ``cache_prompt``): a few-shot prompt's demonstrations are computed once, not per query. False (the default)
+    prices every query computed in full."""
 
-    def __post_init__(self) -> None:
-        for name in ("queries_per_month", "price_per_hour", "months", "task_changes_per_year"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0 or math.isnan(value):
-                raise ValueError(f"scenario.{name} must be a number >= 0, got {value!r}")
-        for name in ("train_price_per_hour", "latency_budget_s", "accuracy_target"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, float)) or value < 0):
-                raise ValueError(f"scenario.{name} must be a number >= 0 or null, got {value!r}")
-        if not isinstance(self.prefix_cache, bool):
-            raise ValueError(f"scenario.prefix_cache must be true or false, got {self.prefix_cache!r}")
-        if self.labels_available is not None and self.labels_available < 0:
-            raise ValueError(f"scenario.labels_available must be >= 0, got {self.labels_available!r}")
+    model_config = ConfigDict(strict=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite(cls, v: Any) -> Any:
+        if isinstance(v, float) and math.isnan(v):
+            raise Invalid("must be a number, not nan")
+        return v
 
     @property
     def train_hour_price(self) -> float:
         return self.price_per_hour if self.train_price_per_hour is None else self.train_price_per_hour
 
+    def replace(self, **changes: Any) -> Scenario:
+        """A copy with ``changes`` (validated)."""
+        return Scenario(**{**self.model_dump(), **changes})
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, Any] | None) -> Scenario:
+        """The scenario a run stored (keys this version does not know are ignored)."""
+        return cls(**{k: v for k, v in (data or {}).items() if k in cls.model_fields})
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
 
 @dataclass
@@ -88,7 +101,8 @@ class CellRecord:
     key: str
     """Hash of the resolved cell config (identifies the cell for resume)."""
     strategy: str
-    """Registry name: zero_shot, few_shot, calibrate, prompt_search, lora, full, prompt_tuning, ia3, embedding_probe."""
+    """Registry name: zero_shot, few_shot, calibrate, prompt_search, lora, full, prompt_tuning, ia3, embedding_probe,
+    or a plugin's."""
     options: dict[str, Any]
     """The cell's resolved strategy options (grid values expanded; no seed, no n_train)."""
     n_train: int
@@ -117,10 +131,12 @@ class CellRecord:
     """The evaluator's classification report (per-class, confusion) or generation summary."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Anything else from metrics.json worth keeping (search history, fit info)."""
+    family: Family = ""
+    """The strategy's family when the cell ran (empty: looked up in the registry)."""
 
-    @property
-    def family(self) -> Family:
-        return family_of(self.strategy)
+    def __post_init__(self) -> None:
+        if not self.family:
+            self.family = family_of(self.strategy)
 
     @property
     def ok(self) -> bool:

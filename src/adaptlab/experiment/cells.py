@@ -1,8 +1,9 @@
-"""Running one grid cell (prompt or fine-tune) and turning its evaluation into store records.
+"""Running one grid cell, whatever its strategy: fit, save, evaluate, and the store's records of it.
 
-Every cell writes its artifact to ``RUN_DIR/cells/<key[:12]>/`` (``adapted.json`` + files and
-``metrics.json``, loadable by ``adaptlab predict``); a folder left by a killed run is deleted first,
-so a re-run cell starts from scratch and reproduces an uninterrupted run exactly.
+One path for every strategy: the registry entry parses the cell's options, ``config.fit(task, train, dev, ctx)``
+adapts the model, the artifact saves itself into ``RUN_DIR/cells/<key[:12]>/`` (loadable by ``adaptlab
+predict``), and the evaluator scores it on the run's shared test sample. A folder left by a killed run is
+deleted first, so a re-run cell starts from scratch and reproduces an uninterrupted run exactly.
 """
 
 from __future__ import annotations
@@ -11,39 +12,104 @@ import errno
 import logging
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import adaptlab
+from adaptlab.data.example import Example
+from adaptlab.data.task import Task
+from adaptlab.errors import AdaptlabError
+from adaptlab.evaluate import EvalResult, EvalSettings, evaluate, save_metrics
+from adaptlab.experiment.grid import Cell
+from adaptlab.files import dir_bytes
 from adaptlab.results import CellRecord, PredictionRow
-
-if TYPE_CHECKING:
-    from adaptlab.data import Example
-    from adaptlab.evaluate import EvalResult
-    from adaptlab.experiment.config import ExperimentConfig
-    from adaptlab.experiment.grid import Cell
-    from adaptlab.lm.base import LM
-    from adaptlab.tasks import Task
+from adaptlab.experiment.card import write_run_files
+from adaptlab.strategies import Adapted, FitContext, ModelPool, NotMainProcess, get_strategy
 
 log = logging.getLogger(__name__)
 
 CELLS_DIR = "cells"
+WORK_DIRS = ("checkpoints", "best")
+"""Folders a fit writes into its cell folder while it runs (fine-tuning checkpoints); not part of the artifact."""
+RUN_FILES = ("metrics.json", "config.json", "README.md", "train_log.jsonl")
+"""Files beside the artifact that are not part of it (for its size)."""
 
 
 @dataclass
 class CellInputs:
     """What every cell of a run shares: the task, its carved splits and the one test sample."""
 
-    task: "Task"
-    train: list["Example"]
+    task: Task
+    train: list[Example]
     """The training split after carving (nested subsets are prefixes of a per-seed order of it)."""
-    dev: list["Example"]
-    test: list["Example"]
+    dev: list[Example]
+    test: list[Example]
     """The evaluation sample shared by every cell (so cells are paired)."""
 
 
-def cell_dir(run_dir: Path, cell: "Cell") -> Path:
+@dataclass
+class CellWork:
+    """One fit-and-evaluate: a strategy with its options on its training examples, in a folder."""
+
+    strategy: str
+    options: dict[str, Any]
+    train: Sequence[Example]
+    seed: int
+    out: Path
+    split: str = "test"
+    resume: bool = False
+    progress: bool = False
+    keep_checkpoints: bool = False
+    """Keep the fit's checkpoints beside the artifact after it finishes."""
+
+
+def artifact_bytes(folder: Path) -> int:
+    """Bytes of the artifact in ``folder`` (what `adaptlab predict` loads; work folders and run files excluded)."""
+    total = 0
+    for path in folder.iterdir() if folder.is_dir() else []:
+        if path.name in WORK_DIRS or path.name in RUN_FILES:
+            continue
+        total += dir_bytes(path) if path.is_dir() else path.stat().st_size
+    return total
+
+
+def fit_and_evaluate(work: CellWork, inputs: CellInputs, models: ModelPool,
+                     settings: EvalSettings = EvalSettings()) -> EvalResult | None:
+    """Fit ``work``'s strategy, save the artifact into ``work.out`` and evaluate it on the shared sample; writes
+    ``metrics.json`` beside the artifact. The result is None on the non-main processes of a multi-process
+    (``accelerate launch``) fit, which only train."""
+    info = get_strategy(work.strategy)
+    config = info.parse(work.options)
+    ctx = FitContext(models=models, seed=work.seed, work_dir=work.out, resume=work.resume, progress=work.progress)
+    try:
+        adapted = config.fit(inputs.task, list(work.train), inputs.dev, ctx)
+    except NotMainProcess:
+        return None
+    adapted.save(work.out)
+    size = artifact_bytes(work.out)
+    result = evaluate(adapted, inputs.task, inputs.test, seed=work.seed, split=work.split, progress=work.progress,
+                      settings=settings)
+    result.cost["train"]["artifact_bytes"] = size
+    save_metrics(result, work.out)
+    write_run_files(work.out, run_config(work, inputs, adapted), result)
+    for name in WORK_DIRS if not work.keep_checkpoints else ():
+        shutil.rmtree(work.out / name, ignore_errors=True)
+    return result
+
+
+def run_config(work: CellWork, inputs: CellInputs, adapted: Adapted) -> dict[str, Any]:
+    """The resolved configuration of one fit (``config.json``)."""
+    task = inputs.task
+    return {"adaptlab_version": adaptlab.__version__, "task": task.name,
+            "task_file": str(task.source) if task.source else None, "model": adapted.model_name,
+            "strategy": work.strategy, "family": get_strategy(work.strategy).family, "options": dict(work.options),
+            "config": adapted.config, "n_train": len(work.train), "n_dev": len(inputs.dev),
+            "n_test": len(inputs.test), "seed": work.seed, "split": work.split}
+
+
+def cell_dir(run_dir: Path, cell: Cell) -> Path:
     return run_dir / CELLS_DIR / cell.short_key
 
 
@@ -56,49 +122,13 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
-def run_prompt_cell(cell: "Cell", cfg: "ExperimentConfig", inputs: CellInputs, train: Sequence["Example"],
-                    lm: "LM", out: Path, *, embedder: Callable[[str], Any] | None = None) -> "EvalResult":
-    """Fit the prompt strategy on ``train`` (the cell's nested subset) and evaluate on the shared sample.
-    ``embedder(name)`` supplies a shared sentence embedder to kNN selection."""
-    import adaptlab.prompting  # noqa: F401  (registers the strategies)
-    from adaptlab.costs import dir_bytes
-    from adaptlab.evaluate import evaluate, save_metrics
-    from adaptlab.prompting.strategies import get_strategy
-
-    spec = get_strategy(cell.strategy)
-    strategy_cfg = spec.parse(cell.options)
-    strategy_cfg.seed = cell.seed
-    resources = {}
-    if embedder is not None and getattr(strategy_cfg, "selection", None) == "knn" and strategy_cfg.k > 0:
-        resources["embedder"] = embedder(strategy_cfg.embedder)
-    adapted = spec.fit_fn(strategy_cfg, inputs.task, list(train), inputs.dev, lm, **resources)
-    adapted.save(out)
-    artifact_bytes = dir_bytes(out)
-    result = evaluate(adapted, lm, inputs.task, inputs.test, seed=cell.seed, split=cfg.split)
-    result.cost["train"]["artifact_bytes"] = artifact_bytes
-    save_metrics(result, out)
-    return result
-
-
-def run_finetune_cell(cell: "Cell", cfg: "ExperimentConfig", inputs: CellInputs, train: Sequence["Example"],
-                      out: Path, *, embedder: Callable[[str], Any] | None = None) -> "EvalResult":
-    """Fine-tune ``cfg.model`` on ``train`` from scratch (no checkpoint resume) and evaluate.
-    ``embedder(name)`` supplies a shared sentence embedder to the embedding probe."""
-    from adaptlab.finetuning.configs import build_configs
-    from adaptlab.finetuning.run import finetune_examples
-
-    options = dict(cell.options)
-    options["seed"] = cell.seed
-    method_cfg, args = build_configs(cell.strategy, options)
-    if hasattr(args, "progress"):
-        args.progress = False
-    result = finetune_examples(inputs.task, list(train), inputs.dev, inputs.test, cfg.model, cell.strategy,
-                               cfg=method_cfg, args=args, out_dir=out, seed=cell.seed, options=cell.options,
-                               split=cfg.split, limit=cfg.limit, progress=False,
-                               embedder=embedder(method_cfg.embedder) if embedder is not None
-                               and cell.strategy == "embedding_probe" else None)
+def run_grid_cell(cell: Cell, inputs: CellInputs, train: Sequence[Example], models: ModelPool,
+                  out: Path, split: str) -> EvalResult:
+    """Fit and evaluate one grid cell from scratch (no checkpoint resume) into ``out``."""
+    work = CellWork(cell.strategy, dict(cell.options), train, cell.seed, out, split=split)
+    result = fit_and_evaluate(work, inputs, models)
     if result is None:  # only non-main processes of a multi-process launch return None
-        raise RuntimeError("fine-tuning returned no result (not the main process)")
+        raise RuntimeError("the fit returned no result (not the main process)")
     return result
 
 
@@ -110,7 +140,7 @@ def _opt_int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def to_record(cell: "Cell", result: "EvalResult", artifact_dir: str) -> tuple[CellRecord, list[PredictionRow], dict]:
+def to_record(cell: Cell, result: EvalResult, artifact_dir: str) -> tuple[CellRecord, list[PredictionRow], dict]:
     """The store's view of a finished cell: its record, per-example rows and metrics doc (no predictions)."""
     doc = result.to_json()
     doc.pop("predictions", None)
@@ -129,7 +159,7 @@ def to_record(cell: "Cell", result: "EvalResult", artifact_dir: str) -> tuple[Ce
         artifact_bytes=_opt_int(train.get("artifact_bytes")),
         query_prompt_tokens=_num(query.get("prompt_tokens")), query_flops=_num(query.get("flops")),
         query_seconds=_num(seconds), artifact_dir=artifact_dir, report=dict(result.report or {}),
-        extra={"cost": result.cost, "search": result.search, "cell": cell.payload})
+        extra={"cost": result.cost, "search": result.search, "cell": cell.payload}, family=cell.family)
     rows = [PredictionRow(cell=cell.key, example_id=str(p["id"]), input=str(p.get("input", "")),
                           gold=str(p.get("gold", "")), pred=str(p.get("pred", "")),
                           score=(1.0 if p["correct"] else 0.0) if "correct" in p else float(p.get("score", 0.0)))
@@ -137,24 +167,21 @@ def to_record(cell: "Cell", result: "EvalResult", artifact_dir: str) -> tuple[Ce
     return rec, rows, doc
 
 
-def failed_record(cell: "Cell", error: BaseException, metric: str) -> CellRecord:
+def failed_record(cell: Cell, error: BaseException, metric: str) -> CellRecord:
     """A cell that raised: status "failed" and the error as one line."""
-    from adaptlab.errors import AdaptlabError
-
     text = error.one_line() if isinstance(error, AdaptlabError) else f"{type(error).__name__}: {error}"
     line = " ".join(text.split())[:500]
     return CellRecord(key=cell.key, strategy=cell.strategy, options=dict(cell.options), n_train=cell.n_train,
                       seed=cell.seed, variant=cell.variant, status="failed", error=line, metric=metric,
-                      extra={"cell": cell.payload})
-
+                      extra={"cell": cell.payload}, family=cell.family)
 
 
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 def disk_full(error: BaseException) -> bool:
-    """Whether ``error`` (or an exception it wraps) is the disk or quota running out. Every later cell
-    would fail the same way, so the runner stops the run instead of recording the cell as failed."""
+    """Whether ``error`` (or an exception it wraps) is the disk or quota running out. Every later cell would fail
+    the same way, so the runner stops the run instead of recording the cell as failed."""
     seen: set[int] = set()
     exc: BaseException | None = error
     while exc is not None and id(exc) not in seen:

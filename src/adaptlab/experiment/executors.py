@@ -9,7 +9,7 @@
   shared file system at the same path. Results come back to the driver, which alone writes the
   store (one SQLite writer), each the moment it arrives.
 
-Either way a cell runs through `runner.run_cell`, so its record, predictions and artifact do not
+Either way a cell runs through `execution.run_cell`, so its record, predictions and artifact do not
 depend on the executor (the executor is no part of a cell key). Stopping (SIGINT/SIGTERM) works the
 same: no new cell starts, cells in flight are cancelled (Ray: their workers are killed), a store
 write in progress is finished and the run raises `RunInterrupted`; ``--resume`` re-runs what is missing.
@@ -27,18 +27,14 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-
-from pydantic import ValidationError
+from typing import Any, Protocol
 
 from adaptlab.errors import AdaptlabError, ConfigError, closest
-from adaptlab.experiment.config import EXECUTORS, ExecutorConfig
-
-if TYPE_CHECKING:
-    from adaptlab.experiment.cells import CellInputs
-    from adaptlab.experiment.config import ExperimentConfig
-    from adaptlab.experiment.grid import Cell
-    from adaptlab.experiment.runner import CellOutcome, _Resources, _Signals
+from adaptlab.experiment.cells import CellInputs, cell_dir, failed_record
+from adaptlab.experiment.config import EXECUTORS, ExecutorConfig, ExperimentConfig
+from adaptlab.experiment.execution import CellOutcome, RunResources, now, run_cell
+from adaptlab.experiment.grid import Cell
+from adaptlab.experiment.signals import RunSignals
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +44,8 @@ WAIT_S = 0.5
 _ENV_PREFIXES = ("ADAPTLAB_", "HF_", "TRANSFORMERS_", "TOKENIZERS_")
 """Environment variables a Ray worker gets from the driver (caches, offline mode, verbosity)."""
 
-OnStart = Callable[["Cell"], None]
-OnDone = Callable[["CellOutcome"], None]
+OnStart = Callable[[Cell], None]
+OnDone = Callable[[CellOutcome], None]
 
 
 class Executor(Protocol):
@@ -57,21 +53,19 @@ class Executor(Protocol):
     driver process. Raises the runner's stop exception when ``sig`` catches SIGINT/SIGTERM."""
 
     def run(self, cfg: ExperimentConfig, inputs: CellInputs, cells: Sequence[Cell], run_dir: Path,
-            sig: _Signals, *, on_start: OnStart, on_done: OnDone) -> None: ...
+            sig: RunSignals, *, on_start: OnStart, on_done: OnDone) -> None: ...
 
 
 class LocalExecutor:
     """One cell after another in this process (the prompt LM is loaded once and shared)."""
 
     def run(self, cfg: ExperimentConfig, inputs: CellInputs, cells: Sequence[Cell], run_dir: Path,
-            sig: _Signals, *, on_start: OnStart, on_done: OnDone) -> None:
-        from adaptlab.experiment.runner import _Resources, run_cell
-
-        res = _Resources(cfg, inputs)
+            sig: RunSignals, *, on_start: OnStart, on_done: OnDone) -> None:
+        res = RunResources(cfg, inputs)
         for cell in cells:
             sig.check()
             on_start(cell)
-            on_done(run_cell(cell, cfg, res, run_dir))
+            on_done(run_cell(cell, res, run_dir))
 
 
 def import_ray() -> Any:
@@ -108,18 +102,14 @@ def executor_config(base: ExecutorConfig, *, kind: str | None = None, workers: i
                           hint="add --executor ray, or set executor: {kind: ray} in the experiment")
     try:
         return ExecutorConfig(**data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        cause = (err.get("ctx") or {}).get("error")
-        field = str(err["loc"][0]) if err["loc"] else "kind"
-        flag = {"kind": "--executor", "workers": "--workers", "address": "--ray-address"}.get(field, field)
-        message = getattr(cause, "message", None) or err["msg"]
-        raise ConfigError(message, field=flag, hint=getattr(cause, "hint", None)) from None
+    except ConfigError as exc:
+        flag = {"kind": "--executor", "workers": "--workers", "address": "--ray-address"}.get(exc.field or "", exc.field)
+        raise ConfigError(exc.message, field=flag, hint=exc.hint) from None
 
 
 # -- ray ------------------------------------------------------------------------------------------
 
-_WORKER: tuple[str, _Resources] | None = None
+_WORKER: tuple[str, RunResources] | None = None
 """A Ray worker process's resources for the run it last served (run id, resources): the prompt LM,
 embedders and training orders are built once per worker and reused by the next cell of that run."""
 
@@ -127,13 +117,11 @@ embedders and training orders are built once per worker and reused by the next c
 def _ray_cell(shared: tuple[ExperimentConfig, CellInputs], cell: Cell, run_dir: str, run_id: str) -> CellOutcome:
     """The Ray task: run one cell in this worker process and return its outcome (no store access)."""
     global _WORKER
-    from adaptlab.experiment.runner import _Resources, run_cell
-
     cfg, inputs = shared
     if _WORKER is None or _WORKER[0] != run_id:
         _WORKER = None  # drop the previous run's LM before loading this one's
-        _WORKER = (run_id, _Resources(cfg, inputs))
-    out = run_cell(cell, cfg, _WORKER[1], Path(run_dir))
+        _WORKER = (run_id, RunResources(cfg, inputs))
+    out = run_cell(cell, _WORKER[1], Path(run_dir))
     out.record.extra["worker_pid"] = os.getpid()
     try:
         import ray
@@ -175,7 +163,7 @@ class RayExecutor:
     def __init__(self, config: ExecutorConfig) -> None:
         self.config = config
 
-    def _connect(self, ray: Any, sig: _Signals) -> None:
+    def _connect(self, ray: Any, sig: RunSignals) -> None:
         """Start a local cluster or join ``address``."""
         c = self.config
         kwargs: dict[str, Any] = {"address": c.address, "log_to_driver": False, "ignore_reinit_error": True,
@@ -209,7 +197,7 @@ class RayExecutor:
                 log.warning("%s; cells wait until the cluster grows", text)
 
     def run(self, cfg: ExperimentConfig, inputs: CellInputs, cells: Sequence[Cell], run_dir: Path,
-            sig: _Signals, *, on_start: OnStart, on_done: OnDone) -> None:
+            sig: RunSignals, *, on_start: OnStart, on_done: OnDone) -> None:
         if not cells:
             return
         ray = import_ray()
@@ -224,7 +212,7 @@ class RayExecutor:
                 ray.shutdown()
 
     def _loop(self, ray: Any, cfg: ExperimentConfig, inputs: CellInputs, cells: Sequence[Cell], run_dir: Path,
-              sig: _Signals, on_start: OnStart, on_done: OnDone) -> None:
+              sig: RunSignals, on_start: OnStart, on_done: OnDone) -> None:
         c = self.config
         # max_calls=0: a worker serves any number of cells, so its LM cache lives on (Ray would
         # otherwise start a fresh process for every GPU task); max_retries=0: a crash is a failed cell
@@ -244,7 +232,7 @@ class RayExecutor:
                     while queue and len(pending) < c.workers:
                         cell = queue.popleft()
                         on_start(cell)
-                        pending[task.remote(shared, cell, folder, run_id)] = (cell, _now(), time.perf_counter())
+                        pending[task.remote(shared, cell, folder, run_id)] = (cell, now(), time.perf_counter())
                     ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
                     for ref in ready:
                         on_done(self._outcome(ray, ref, *pending.pop(ref), inputs, run_dir))
@@ -262,9 +250,6 @@ class RayExecutor:
     def _outcome(ray: Any, ref: Any, cell: Cell, started: str, t0: float, inputs: CellInputs,
                  run_dir: Path) -> CellOutcome:
         """The task's outcome, or a failed record when the task itself failed (worker died, ...)."""
-        from adaptlab.experiment.cells import cell_dir, failed_record
-        from adaptlab.experiment.runner import CellOutcome
-
         try:
             return ray.get(ref)
         except Exception as exc:  # noqa: BLE001 - a failed cell is recorded and the run goes on
@@ -275,12 +260,6 @@ class RayExecutor:
             log.warning("cell %s failed in its Ray worker: %s", cell.describe(), rec.error)
             shutil.rmtree(cell_dir(run_dir, cell), ignore_errors=True)
             return CellOutcome(cell, rec, [], None, started, time.perf_counter() - t0)
-
-
-def _now() -> str:
-    from adaptlab.experiment.runner import _now as now
-
-    return now()
 
 
 __all__ = ["Executor", "LocalExecutor", "RayExecutor", "get_executor", "executor_config", "import_ray",

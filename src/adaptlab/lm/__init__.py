@@ -1,5 +1,5 @@
-"""The one small `LM` interface that every strategy and backend goes through."""
+"""The one model interface: `LM` (batched log-likelihood scoring and generation) and its backends."""
 
-from adaptlab.lm.base import LM, LoglikelihoodRequest, ContinuationScores, Usage
+from adaptlab.lm.base import LM, ContinuationScores, LoglikelihoodRequest, NoModelLM, Usage, no_kept_prefix
 
-__all__ = ["LM", "LoglikelihoodRequest", "ContinuationScores", "Usage"]
+__all__ = ["LM", "ContinuationScores", "LoglikelihoodRequest", "NoModelLM", "Usage", "no_kept_prefix"]

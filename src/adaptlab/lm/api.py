@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 import httpx
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.lm.api_config import (MAX_SERVER_STOPS, RETRY_STATUSES, APIConfig, BackendError, _count,
-                                    _cut_at_stop, _describe, _normalise, _retry_after, _server_message)
-from adaptlab.lm.base import ContinuationScores, LoglikelihoodRequest, Usage
+from adaptlab.lm.api_config import (MAX_SERVER_STOPS, RETRY_STATUSES, APIConfig, BackendError, usage_count,
+                                    cut_at_stop, describe_error, normalise_text, retry_after_seconds, server_message)
+from adaptlab.lm.base import ContinuationScores, LoglikelihoodRequest, Usage, no_kept_prefix
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,11 @@ class APILM:
         if config is None:
             config = APIConfig(**overrides)
         elif overrides:
-            config = APIConfig(**{**config.to_dict(), **overrides})
+            config = APIConfig(**{**config.model_dump(), **overrides})
         self.config = config
         self.name = f"api:{config.model}"
         self.usage = Usage()
+        self.n_params: int | None = None  # a server does not tell
         self._lock = threading.Lock()
         self._rng = random.Random()
         self._echo_ok: bool | None = False if config.logprobs == "off" else None
@@ -59,6 +60,9 @@ class APILM:
         c = self.config
         return (f"APILM(base_url={c.base_url!r}, model={c.model!r}, mode={c.mode!r}, "
                 f"concurrency={c.concurrency}, api_key_env={c.api_key_env!r})")
+
+    keep_prefix = staticmethod(no_kept_prefix)
+    """Prompt caching is the server's own (llama.cpp ``cache_prompt``); the client keeps nothing."""
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
@@ -111,14 +115,14 @@ class APILM:
                         self._bump("request_seconds", time.perf_counter() - start)
                         return body
                 elif response.status_code in retry_statuses:
-                    last = f"HTTP {status}: {self._redact(_server_message(response))}"
-                    wait_s = _retry_after(response)
+                    last = f"HTTP {status}: {self._redact(server_message(response))}"
+                    wait_s = retry_after_seconds(response)
                 else:
                     raise BackendError(
                         f"API server {cfg.base_url} rejected {url.rsplit('/', 1)[-1]} request "
-                        f"with HTTP {status}: {self._redact(_server_message(response))}", status=status)
+                        f"with HTTP {status}: {self._redact(server_message(response))}", status=status)
             except httpx.TransportError as exc:
-                last, status, transport = _describe(exc), None, True
+                last, status, transport = describe_error(exc), None, True
             if attempt + 1 < attempts:
                 backoff = cfg.backoff_base_s * 2 ** attempt * (0.5 + 0.5 * self._rng.random())
                 delay = min(cfg.max_backoff_s, wait_s if wait_s is not None else backoff)
@@ -134,7 +138,7 @@ class APILM:
     def _account(self, body: dict[str, Any]) -> tuple[int, int]:
         usage = body.get("usage")
         usage = usage if isinstance(usage, dict) else {}
-        prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+        prompt, completion = usage_count(usage.get("prompt_tokens")), usage_count(usage.get("completion_tokens"))
         with self._lock:
             self.usage.requests += 1
             self.usage.prompt_tokens += prompt
@@ -198,7 +202,7 @@ class APILM:
         finally:  # also on Ctrl-C or an exception from on_result: drop queued requests
             pool.shutdown(wait=True, cancel_futures=True)
         if failure is not None:
-            message = failure.message if isinstance(failure, AdaptlabError) else _describe(failure)  # type: ignore[arg-type]
+            message = failure.message if isinstance(failure, AdaptlabError) else describe_error(failure)  # type: ignore[arg-type]
             raise BackendError(f"{what} stopped after {done_count}/{len(items)} results: {message}",
                                partial=results, status=getattr(failure, "status", None),
                                transport=getattr(failure, "transport", False),
@@ -233,7 +237,7 @@ class APILM:
             body = self._post(f"{cfg.base_url}/completions", payload)
             text = self._text(self._choice(body).get("text"), "text")
         self._account(body)
-        return _cut_at_stop(text, stop)
+        return cut_at_stop(text, stop)
 
     def _text(self, value: Any, what: str) -> str:
         """A completion's text field: a string (missing: empty), anything else is a BackendError."""
@@ -387,9 +391,9 @@ class APILM:
                    "max_tokens": cfg.fallback_max_tokens}
         body = self._post(f"{cfg.base_url}/completions", payload)
         prompt_tokens, _ = self._account(body)
-        generated = _normalise(self._text(self._choice(body).get("text"), "text"))
-        matches = [(len(_normalise(c)), i) for i, c in enumerate(request.continuations)
-                   if _normalise(c) and generated.startswith(_normalise(c))]
+        generated = normalise_text(self._text(self._choice(body).get("text"), "text"))
+        matches = [(len(normalise_text(c)), i) for i, c in enumerate(request.continuations)
+                   if normalise_text(c) and generated.startswith(normalise_text(c))]
         best = max(matches)[1] if matches else None
         self._bump("parsed_fallback")
         if best is None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import httpx
 
-from adaptlab.errors import AdaptlabError, ConfigError
+from pydantic import ConfigDict, Field, field_validator
+
+from adaptlab.config import ConfigModel, Invalid
+from adaptlab.errors import AdaptlabError
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 """HTTP statuses worth retrying; any other 4xx/5xx fails at once."""
@@ -36,8 +38,7 @@ class BackendError(AdaptlabError):
         self.transport = transport
 
 
-@dataclass
-class APIConfig:
+class APIConfig(ConfigModel):
     """How to reach an OpenAI-compatible server and how hard to try."""
 
     base_url: str = "http://127.0.0.1:8000/v1"
@@ -48,80 +49,57 @@ class APIConfig:
     """Environment variable holding the API key (sent as ``Bearer``); unset or empty: no header."""
     mode: Literal["completions", "chat"] = "completions"
     """Endpoint used by `generate`: raw ``/completions`` or ``/chat/completions`` (one user turn)."""
-    concurrency: int = 4
+    concurrency: int = Field(4, ge=1)
     """Requests in flight at once."""
-    timeout_s: float = 60.0
+    timeout_s: float = Field(60.0, gt=0, le=3600)
     """Per-request timeout (connect, read, write) in seconds."""
-    max_retries: int = 3
+    max_retries: int = Field(3, ge=0, le=20)
     """Retries after the first attempt on connection errors, timeouts, malformed JSON, 429, 5xx."""
-    backoff_base_s: float = 0.5
+    backoff_base_s: float = Field(0.5, ge=0, le=3600)
     """First backoff; doubles each retry, with jitter (x0.5 to x1)."""
-    max_backoff_s: float = 30.0
+    max_backoff_s: float = Field(30.0, ge=0, le=3600)
     """Cap on one backoff wait, including a server's ``Retry-After``."""
     logprobs: Literal["auto", "on", "off"] = "auto"
     """Scoring: ``on`` uses echo+logprobs, ``off`` parses generations, ``auto`` probes the server once."""
-    fallback_max_tokens: int = 16
+    fallback_max_tokens: int = Field(16, ge=1)
     """Tokens generated per request when scoring falls back to parsing generations."""
     bos_text: str = ""
     """Text prepended to every scoring prompt, e.g. the model's BOS token. llama-cpp-python's
     server shifts echoed logprobs by one token unless the prompt starts with the BOS token; for
     SmolLM2 that is ``"<|im_start|>"``. The probe detects a shifted server either way."""
 
-    def __post_init__(self) -> None:
-        def bad(field: str, msg: str) -> ConfigError:
-            return ConfigError(msg, field=field)
+    model_config = ConfigDict(strict=True)
 
-        if not re.match(r"^https?://[^/\s]+", self.base_url or ""):
-            raise bad("base_url", f"base_url must be an http(s) URL, got {self.base_url!r}")
-        self.base_url = self.base_url.rstrip("/")
-        if not self.model:
-            raise bad("model", "model must be a non-empty name")
-        if self.mode not in ("completions", "chat"):
-            raise bad("mode", f"mode must be 'completions' or 'chat', got {self.mode!r}")
-        if self.logprobs not in ("auto", "on", "off"):
-            raise bad("logprobs", f"logprobs must be 'auto', 'on' or 'off', got {self.logprobs!r}")
-        for name in ("concurrency", "fallback_max_tokens"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise bad(name, f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not isinstance(self.max_retries, int) or not 0 <= self.max_retries <= 20:
-            raise bad("max_retries", f"max_retries must be an integer in 0..20, got {self.max_retries!r}")
-        for name in ("timeout_s", "backoff_base_s", "max_backoff_s"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 <= value <= 3600 or (
-                    name == "timeout_s" and value == 0):
-                raise bad(name, f"{name} must be a number in (0, 3600], got {value!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain fields (the key itself is never stored, only the variable's name)."""
-        return asdict(self)
-
+    @field_validator("base_url")
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "APIConfig":
-        """Build from a mapping; unknown keys raise a ConfigError suggesting the closest."""
-        from adaptlab.errors import unknown_key_error
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v or ""):
+            raise Invalid(f"base_url must be an http(s) URL, got {v!r}")
+        return v.rstrip("/")
 
-        valid = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in valid:
-                raise unknown_key_error(key, valid)
-        return cls(**data)
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        if not v:
+            raise Invalid("model must be a non-empty name")
+        return v
 
 
-def _count(value: Any) -> int:
+def usage_count(value: Any) -> int:
     """A usage token count as reported, 0 when missing or not a count."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def _normalise(text: str) -> str:
+def normalise_text(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     cuts = [i for i in (text.find(s) for s in stop if s) if i != -1]
     return text[:min(cuts)] if cuts else text
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after_seconds(response: httpx.Response) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date), else None."""
     value = response.headers.get("retry-after")
     if not value:
@@ -136,7 +114,7 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def _server_message(response: httpx.Response) -> str:
+def server_message(response: httpx.Response) -> str:
     """The error text a server put in its body (OpenAI ``{"error": {"message": ...}}`` or raw)."""
     try:
         body = response.json()
@@ -146,7 +124,7 @@ def _server_message(response: httpx.Response) -> str:
     return str(err.get("message", err) if isinstance(err, dict) else err)[:300]
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
     if isinstance(exc, httpx.ConnectError):
         return "connection refused" if "refused" in str(exc).lower() else f"cannot connect ({exc})"
     if isinstance(exc, httpx.TimeoutException):

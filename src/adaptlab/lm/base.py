@@ -7,7 +7,8 @@ a model was adapted.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -73,6 +74,13 @@ class LM(Protocol):
 
     name: str
     usage: Usage
+    n_params: int | None
+    """Parameters of one forward pass (FLOPs = 2 x n_params per token); None when unknown (an API model)."""
+
+    def keep_prefix(self) -> AbstractContextManager[bool]:
+        """While active, keep the previous call's prompt prefix computed, as a serving engine's prefix cache does;
+        yields whether the backend can (False: calls inside are computed in full, as outside)."""
+        ...
 
     def loglikelihood(
         self, requests: Sequence[LoglikelihoodRequest], *, progress: bool = False
@@ -94,3 +102,32 @@ class LM(Protocol):
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under this model's tokenizer (for cost and context checks)."""
         ...
+
+
+@contextmanager
+def no_kept_prefix() -> Iterator[bool]:
+    """`LM.keep_prefix` of a backend that keeps nothing between calls."""
+    yield False
+
+
+class NoModelLM:
+    """The `LM` of an artifact that predicts without a language model (a baseline, a rule): it keeps the usage
+    counters the evaluator reads, scores nothing and counts no tokens."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.usage = Usage()
+        self.n_params: int | None = None
+
+    keep_prefix = staticmethod(no_kept_prefix)
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest], *,
+                      progress: bool = False) -> list[ContinuationScores]:
+        raise TypeError(f"{self.name} predicts without a language model: it cannot score text")
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 64, stop: Sequence[str] = (),
+                 progress: bool = False) -> list[str]:
+        raise TypeError(f"{self.name} predicts without a language model: it cannot generate text")
+
+    def count_tokens(self, text: str) -> int:
+        return 0

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from adaptlab.models import LoadedModel
+    from adaptlab.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,8 @@ class HFLM:
         ids = [tokenizer.bos_token_id, tokenizer.eos_token_id]
         self._empty_context = [next(i for i in ids if i is not None)] if any(i is not None for i in ids) else [0]
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._empty_context[0]
+        self.n_params: int | None = sum(p.numel() for p in model.parameters())
+        """Parameters of one forward (a fine-tuned model's owner sets its base model's count)."""
         self.last_stats = ScoringStats()
         self._keep = False
         self._kept: tuple[list[int], list[tuple[Any, Any]]] | None = None

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from adaptlab.errors import ModelError
-from adaptlab.lm.base import ContinuationScores, LoglikelihoodRequest, Usage
+from adaptlab.lm.base import ContinuationScores, LoglikelihoodRequest, Usage, no_kept_prefix
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,12 @@ class VLLMLM:
         self.tokenizer = engine.get_tokenizer()
         self.name = name or model
         self.usage = Usage()
+        self.n_params: int | None = _engine_params(engine)
         config = getattr(getattr(engine, "llm_engine", None), "model_config", None)
         self.max_length = int(max_length or getattr(config, "max_model_len", 0) or 2048)
+
+    keep_prefix = staticmethod(no_kept_prefix)
+    """vLLM's automatic prefix caching is always on inside the engine: nothing to switch."""
 
     def count_tokens(self, text: str) -> int:
         return len(self._encode(text))
@@ -134,3 +138,12 @@ class VLLMLM:
         self.usage.add(Usage(requests=len(prompts), prompt_tokens=prompt, computed_tokens=prompt + gen,
                              generated_tokens=gen, seconds=time.perf_counter() - t0))
         return texts
+
+
+def _engine_params(engine: Any) -> int | None:
+    """Parameters of the engine's model where vLLM exposes it (None otherwise)."""
+    try:
+        model = engine.llm_engine.model_executor.driver_worker.model_runner.model
+        return int(sum(p.numel() for p in model.parameters()))
+    except Exception:  # noqa: BLE001 - vLLM's internals differ between versions; FLOPs are then unknown
+        return None

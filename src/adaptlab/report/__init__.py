@@ -51,7 +51,7 @@ class ReportPaths:
 def default_scenario(run_dir: str | Path) -> "Scenario":
     """The scenario stored with the run's experiment (what `build_report` uses by default)."""
     from adaptlab.report.data import default_scenario as from_experiment
-    from adaptlab.store import RunStore
+    from adaptlab.experiment.store import RunStore
 
     store = RunStore(run_dir, create=False)
     try:

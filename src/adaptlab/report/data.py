@@ -92,8 +92,7 @@ class ReportData:
 def default_scenario(experiment: dict[str, Any] | None) -> Scenario:
     """The scenario stored with the experiment (defaults for missing fields)."""
     raw = (experiment or {}).get("scenario") or {}
-    known = set(Scenario.__dataclass_fields__)
-    return Scenario(**{k: v for k, v in raw.items() if k in known})
+    return Scenario.from_stored(raw)
 
 
 def _representative(title: str, best: "Best", predictions: Any) -> Representative:
@@ -108,7 +107,7 @@ def load_report_data(run_dir: str | Path, scenario: Scenario | None = None) -> R
     """Read the run's store and compute the analysis and recommendation the report draws."""
     from adaptlab.analysis import analyze
     from adaptlab.recommend import recommend
-    from adaptlab.store import RunStore
+    from adaptlab.experiment.store import RunStore
 
     run_dir = Path(run_dir)
     store = RunStore(run_dir, create=False)

@@ -253,7 +253,7 @@ def _training(p: VariantPoint) -> str:
 def _labels(p: VariantPoint) -> str:
     if p.n_train == 0:
         return "0 (none)"
-    if p.strategy in ("few_shot", "calibrate") and p.family == "prompt":
+    if p.family == "prompt":
         return f"{p.n_train:,} (demonstrations)"
     return f"{p.n_train:,}"
 

@@ -1,0 +1,84 @@
+"""Writing files safely: output folders checked up front, JSON and text written atomically, folder sizes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from adaptlab.errors import ResourceError
+
+
+def prepare_output_dir(path: str | Path, *, field: str = "out_dir") -> Path:
+    """Create the output folder ``path`` (and parents) and check that files can be written in it.
+
+    Raises `ResourceError` naming the folder when it cannot be used: a file is in the way, a parent is a file,
+    or the folder is not writable (read-only mount, permissions).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ResourceError("the output path is a file, not a folder", file=path, field=field,
+                            hint="choose a folder name that does not exist yet, or an existing folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".adaptlab-write-test-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = "a parent of it is a file"
+        raise ResourceError(f"cannot write the output folder: {reason}", file=path, field=field,
+                            hint="choose a writable folder") from None
+    return path
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON to ``path`` via a temp file + os.replace (never half-written)."""
+    return write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=json_default) + "\n")
+
+
+def json_default(obj: Any) -> Any:
+    """JSON encoding of numpy values, paths and sets (for ``json.dumps(default=...)``)."""
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temp file + os.replace (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def dir_bytes(path: str | Path) -> int:
+    """Total size of the regular files under ``path`` (artifact size)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            p = Path(root) / name
+            if p.is_file() and not p.is_symlink():
+                total += p.stat().st_size
+    return total

@@ -1,0 +1,111 @@
+"""`ModelSpec`: which model a strategy adapts and how it is served (local weights, an API server, vLLM).
+
+The spec is what an experiment (or a command line) says about a model; `adaptlab.lm.factory.build_lm` turns
+it into an `LM`, `adaptlab.models.loading.load_model` into trainable weights. `identity` is the part that
+changes results, so it enters cell keys: resuming against another server never reuses cells.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from adaptlab.config import ConfigModel, Invalid
+from adaptlab.models.convert import DEFAULT_MODEL
+
+BACKENDS = ("hf", "api", "vllm")
+
+
+class ApiOptions(ConfigModel):
+    """How hard the ``api`` backend tries each request; a cell whose requests still fail is recorded as failed
+    and the run goes on."""
+
+    timeout_s: float = 60.0
+    """Per-request timeout (connect, read, write) in seconds, in (0, 3600]."""
+    max_retries: int = 3
+    """Retries after the first attempt (connection errors, timeouts, malformed JSON, 429, 5xx), 0..20."""
+    concurrency: int = 4
+    """Requests in flight at once."""
+
+    @field_validator("timeout_s")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if not 0 < v <= 3600:
+            raise Invalid("timeout_s must be in (0, 3600] seconds", hint="e.g. 60")
+        return v
+
+    @field_validator("max_retries")
+    @classmethod
+    def _retries(cls, v: int) -> int:
+        if not 0 <= v <= 20:
+            raise Invalid("max_retries must be in 0..20", hint="e.g. 3")
+        return v
+
+    @field_validator("concurrency")
+    @classmethod
+    def _concurrency(cls, v: int) -> int:
+        if v < 1:
+            raise Invalid("concurrency must be >= 1", hint="e.g. 4")
+        return v
+
+
+class ModelSpec(ConfigModel):
+    """A model and how to reach it."""
+
+    key_aliases = {"api_base": "base_url", "url": "base_url", "model": "name"}
+
+    name: str = DEFAULT_MODEL
+    """Model name (``adaptlab models``), a Hugging Face id or a local folder; for ``api``, the name the server
+    knows the model by."""
+    backend: Literal["hf", "api", "vllm"] = "hf"
+    """``hf``: local weights with the shared-prefix cache; ``api``: an OpenAI-compatible server at ``base_url``;
+    ``vllm``: a vLLM engine on a CUDA GPU."""
+    base_url: str | None = None
+    """``api`` backend: the server's root, e.g. ``http://127.0.0.1:8080/v1``."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """``api`` backend: the environment variable holding the key (the key itself is never stored)."""
+    api: ApiOptions = Field(default_factory=ApiOptions)
+    """``api`` backend: per-request timeout, retries and concurrency."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Weights dtype of local models."""
+    device: str = "cpu"
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``."""
+    trust_remote_code: bool = False
+    """Let a model folder run its own Python code (trusted sources only)."""
+    allow_pickle: bool = False
+    """Allow pickle (``.bin``) weights, which can run code when loaded (trusted sources only)."""
+    batch_size: int = 32
+    """Sequences scored at once by the local backend."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise Invalid(f"base_url must be an http(s) URL, got {v!r}", hint="e.g. http://127.0.0.1:8080/v1")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", v.strip().lower()):
+            raise Invalid(f"unknown device '{v}'", hint="valid: cpu, cuda, cuda:N, auto")
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v: int) -> int:
+        if v < 1:
+            raise Invalid("batch_size must be >= 1")
+        return v
+
+    def identity(self) -> dict[str, Any]:
+        """What changes this model's results (part of cell keys); only non-default serving is named, so the keys
+        of local float32 runs stay as they were before models had specs."""
+        out: dict[str, Any] = {}
+        if self.backend != "hf":
+            out["backend"] = {"name": self.backend, "base_url": self.base_url}
+        if self.dtype != "float32":
+            out["dtype"] = self.dtype
+        return out
