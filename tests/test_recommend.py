@@ -89,7 +89,7 @@ def test_break_even_flips_the_decision(queries):
     assert rec.decision == expected
     flip = [w for w in rec.would_change if "queries a month" in w]
     assert len(flip) == 1 and f"{BREAK_EVEN / 1000:.3g}k" in flip[0]
-    other = "finetune" if expected == "prompt" else "prompt"
+    other = "you would fine-tune" if expected == "prompt" else "you would prompt"  # words, not raw decision names
     assert flip[0].startswith("Below" if expected == "finetune" else "Above") and other in flip[0]
     assert any(f"Break-even at {BREAK_EVEN / 1000:.3g}k" in r for r in rec.reasons)
 
@@ -108,7 +108,7 @@ def test_prefix_cache_prices_warm_prompts_and_flips_the_decision():
     warm = decide(run, queries_per_month=BREAK_EVEN * 2, accuracy_target=0.80, prefix_cache=True)
     assert (cold.decision, warm.decision) == ("finetune", "prompt")
     assert any("With a serving engine that keeps prompt prefixes" in w and "prompt" in w for w in cold.would_change)
-    assert any("Without a serving engine" in w and "finetune" in w for w in warm.would_change)
+    assert any("Without a serving engine" in w and "fine-tune" in w for w in warm.would_change)
     # recommend() prices the scenario it is given, not only the one the analysis was made under
     sc = Scenario(price_per_hour=1.0, months=12, queries_per_month=BREAK_EVEN * 2, accuracy_target=0.80,
                   prefix_cache=True)
@@ -172,7 +172,7 @@ def test_unreachable_target_is_capped_and_warns():
 def test_labels_and_latency_limit_the_candidates():
     limited = decide(FT_BETTER, labels_available=16, queries_per_month=1_000)
     assert limited.decision == "prompt"  # LoRA on 16 labels (0.70) is clearly worse than 0.78
-    assert any(r.startswith("Excluded: the best finetune overall, lora r=8 at 256 labels") for r in limited.reasons)
+    assert any(r.startswith("Excluded: the best fine-tune overall, lora r=8 at 256 labels") for r in limited.reasons)
     assert any(w.startswith("With about") and "matches the best prompt" in w for w in limited.would_change)
     none_ft = decide(FT_BETTER, labels_available=8, queries_per_month=1_000)
     assert none_ft.decision == "prompt" and "only family with results" in none_ft.headline

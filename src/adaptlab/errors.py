@@ -57,16 +57,9 @@ class ResourceError(AdaptlabError):
     """The machine cannot give the run what it needs: a writable output folder, enough memory."""
 
 
-def closest(name: str, valid: Iterable[str]) -> str | None:
+def closest(name: str, valid: Iterable[str], *, cutoff: float = 0.5) -> str | None:
     """The valid name closest to ``name`` (for 'did you mean' hints), or None."""
-    matches = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    matches = difflib.get_close_matches(name, list(valid), n=1, cutoff=cutoff)
     return matches[0] if matches else None
 
 
-def unknown_key_error(key: str, valid: Iterable[str], *, file: str | Path | None = None,
-                      line: int | None = None, what: str = "key") -> ConfigError:
-    """A ConfigError for an unknown key that suggests the closest valid one."""
-    valid = sorted(valid)
-    guess = closest(key, valid)
-    hint = f"did you mean '{guess}'?" if guess else "valid: " + ", ".join(valid)
-    return ConfigError(f"unknown {what} '{key}'", file=file, line=line, field=key, hint=hint)

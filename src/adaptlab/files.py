@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from adaptlab.errors import ResourceError
+
+log = logging.getLogger(__name__)
 
 
 def prepare_output_dir(path: str | Path, *, field: str = "out_dir") -> Path:
@@ -82,3 +88,54 @@ def dir_bytes(path: str | Path) -> int:
             if p.is_file() and not p.is_symlink():
                 total += p.stat().st_size
     return total
+
+
+def partial_dir(target: str | Path) -> Path:
+    """Where a run destined for ``target`` is written until it is complete (``.NAME.partial`` beside it)."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.partial")
+
+
+@contextmanager
+def staged_dir(target: str | Path, *, replace: bool = False, resume: bool = False, primary: bool = True,
+               field: str = "--out") -> Iterator[Path]:
+    """Write a run into `partial_dir` and move it to ``target`` only when complete: a crash never leaves a
+    half-written ``target``, and an earlier run there is kept, byte for byte, unless ``replace`` (``--force``)
+    or ``resume`` (``--resume``) is given. A crashed run's partial folder keeps its checkpoints for ``resume``;
+    without them it is removed. In a multi-process launch only the ``primary`` process checks, cleans and moves
+    the folder; the others just use it."""
+    target = Path(target)
+    partial = partial_dir(target)
+    if not primary:
+        partial.mkdir(parents=True, exist_ok=True)
+        yield partial
+        return
+    if target.exists() and not target.is_dir():
+        raise ResourceError("the output path is a file, not a folder", file=target, field=field,
+                            hint="choose a folder name that does not exist yet")
+    if target.is_dir() and any(target.iterdir()) and not (replace or resume):
+        raise ResourceError("already holds an earlier run (or other files), which is kept", file=target, field=field,
+                            hint="pass --force to replace it, or choose another --out")
+    if partial.exists():
+        if resume:
+            log.info("continuing the interrupted run in %s", partial)
+        elif (partial / "checkpoints").is_dir() and not replace:
+            raise ResourceError("an interrupted run left checkpoints here", file=partial, field=field,
+                                hint="pass --resume to continue it, or --force to start over")
+        else:
+            shutil.rmtree(partial)
+    elif resume and (target / "checkpoints").is_dir():  # a run written before runs were staged
+        os.rename(target, partial)
+    prepare_output_dir(partial, field=field)
+    try:
+        yield partial
+    except BaseException:
+        if not (partial / "checkpoints").is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(target, old)
+    os.rename(partial, target)
+    shutil.rmtree(old, ignore_errors=True)

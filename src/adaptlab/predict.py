@@ -3,35 +3,23 @@ through the artifact's own input template."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from adaptlab.data.example import RAW_INPUT_FIELD, Example
-from adaptlab.data.templates import template_fields
+from adaptlab.data.sources import read_file_rows
+from adaptlab.data.templates import missing_fields, render_input, template_fields
 from adaptlab.errors import DataError
 from adaptlab.strategies import ModelBinder, Prediction, load_adapted, read_artifact_json
 
 
 def read_input_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file (one JSON object a line)."""
-    path = Path(path)
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DataError(f"cannot read input file: {e.strerror}", file=path) from None
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg}", file=path, line=i) from None
-        if not isinstance(row, dict):
-            raise DataError("each line must be a JSON object", file=path, line=i)
-        rows.append(row)
+    """Rows of an input file, read by its extension: CSV, TSV, JSONL (one JSON object a line) or Parquet. A
+    malformed row is a `DataError` naming its line."""
+    rows, bad = read_file_rows(Path(path))
+    if bad:
+        raise bad[0]
     return rows
 
 
@@ -54,9 +42,12 @@ def predict_texts(adapted_dir: str | Path, binder: ModelBinder | None = None, te
     """Predict with the artifact in ``adapted_dir``; ``binder(model_name)`` builds a prompt artifact's LM.
 
     ``texts`` fill the input template's field when it has exactly one, else are used verbatim; ``rows`` are example
-    fields rendered through the artifact's input template (a row's ``id``/``idx`` becomes the prediction id).
+    fields rendered through the artifact's input template (a row's ``id``/``idx`` becomes the prediction id). Each
+    prediction's ``extra["input"]`` is the input text the model saw. Rows that lack a field the template prints
+    (in every row) are a `DataError`, not inputs rendered with a hole.
     """
-    field = single_input_field(read_artifact_json(adapted_dir))
+    data = read_artifact_json(adapted_dir)
+    field = single_input_field(data)
     adapted = load_adapted(adapted_dir, binder)
     examples = [Example(id=f"text:{i + 1}", fields={field or RAW_INPUT_FIELD: t}, source="<text>", line=i + 1)
                 for i, t in enumerate(texts)]
@@ -65,4 +56,17 @@ def predict_texts(adapted_dir: str | Path, binder: ModelBinder | None = None, te
         examples.append(Example(id=str(rid), fields=dict(row), source="<input>", line=i + 1))
     if not examples:
         return []
-    return adapted.predict(examples, progress=progress)
+    template = (data.get("task") or {}).get("input") if isinstance(data.get("task"), dict) else None
+    if isinstance(template, str) and rows:
+        row_examples = examples[len(texts):]
+        missing, first = missing_fields(template, row_examples)
+        absent = [name for name, n in missing.items() if n == len(row_examples)]
+        if absent:
+            have = ", ".join(sorted(first[absent[0]].fields))
+            raise DataError(f"the artifact's input template prints field '{absent[0]}', which no input row has",
+                            field=absent[0], hint=f"the input's columns: {have}; name a column '{absent[0]}'")
+    predictions = adapted.predict(examples, progress=progress)
+    for p, ex in zip(predictions, examples):
+        p.extra.setdefault("input", render_input(template, ex) if isinstance(template, str)
+                           else str(ex.fields.get(RAW_INPUT_FIELD, "")))
+    return predictions

@@ -9,11 +9,20 @@ import sys
 
 from rich.markup import escape
 
-from adaptlab.cli import adapt, compare, info  # noqa: F401  (register the commands)
+from adaptlab.cli import info  # noqa: I001,F401  (registers init, validate, models: listed first in --help)
+from adaptlab.cli import adapt, compare  # noqa: F401  (register the other commands)
 from adaptlab.cli.app import app, err_console
 from adaptlab.errors import AdaptlabError
 
 __all__ = ["app", "main"]
+
+GLOBAL_FLAGS = ("--debug", "--verbose", "-v")
+"""Options of `adaptlab` itself, accepted after the command too (``adaptlab compare ... --debug``)."""
+
+
+def global_flags_first(argv: list[str]) -> list[str]:
+    """``argv`` with the global flags moved before the command, wherever they were written."""
+    return [a for a in argv if a in GLOBAL_FLAGS] + [a for a in argv if a not in GLOBAL_FLAGS]
 
 
 def main() -> None:
@@ -28,7 +37,7 @@ def main() -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
-        app()
+        app(args=global_flags_first(sys.argv[1:]))
     except AdaptlabError as exc:
         if debug:
             raise

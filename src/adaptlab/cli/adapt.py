@@ -27,7 +27,7 @@ def _run_one(task_path: Path, strategy: str, options: dict, spec: object, run: o
     console.print(f"artifact: [bold]{escape(str(out))}[/bold]  (adaptlab predict {escape(str(out))} --text ...)")
 
 
-@app.command("prompt")
+@app.command("prompt", short_help="Prompt a model (no weight changes) and measure it.")
 def prompt_cmd(
     task_path: Path = typer.Argument(..., help="Task YAML file."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for adapted.json and metrics.json."),
@@ -41,6 +41,7 @@ def prompt_cmd(
     split: str = typer.Option("test", "--split", help="Split to evaluate on."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a seeded sample of N examples."),
     seed: int = typer.Option(0, "--seed", help="Seed for selection, dev carving and bootstrap."),
+    force: bool = typer.Option(False, "--force", help="Replace a run already in --out (kept otherwise)."),
     backend: str = typer.Option("hf", "--backend", help="hf (local weights) | api (OpenAI-compatible) | vllm."),
     api_base: Optional[str] = typer.Option(None, "--api-base", "--base-url", help="API backend: http://HOST:PORT/v1"),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Env var holding the API key."),
@@ -62,10 +63,11 @@ def prompt_cmd(
         options["calibrate"] = True
     spec = model_spec(model, backend=backend, base_url=api_base, api_key_env=api_key_env, dtype=dtype, device=device,
                       trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-    _run_one(task_path, strategy, options, spec, SingleRun(out_dir=out, split=split, limit=limit, seed=seed))
+    _run_one(task_path, strategy, options, spec, SingleRun(out_dir=out, split=split, limit=limit, seed=seed,
+                                                            force=force))
 
 
-@app.command("finetune")
+@app.command("finetune", short_help="Fine-tune a model (weights change) and measure it.")
 def finetune_cmd(
     task_path: Path = typer.Argument(..., help="Task YAML file."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the adapter, metrics.json and model card."),
@@ -78,7 +80,8 @@ def finetune_cmd(
     split: str = typer.Option("test", "--split", help="Split to evaluate on."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a seeded sample of N examples."),
     merge: bool = typer.Option(False, "--merge", help="Also write the adapter merged into the base weights."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its newest checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Replace a run already in --out (kept otherwise)."),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="Keep checkpoints after success."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help=PICKLE_HELP),
@@ -95,14 +98,16 @@ def finetune_cmd(
         options["merge"] = True
     spec = model_spec(model, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     _run_one(task_path, method, options, spec, SingleRun(out_dir=out, n_train=n_train, split=split, limit=limit,
-                                                          seed=seed, resume=resume, keep_checkpoints=keep_checkpoints))
+                                                          seed=seed, resume=resume, force=force,
+                                                          keep_checkpoints=keep_checkpoints))
 
 
-@app.command("predict")
+@app.command("predict", short_help="Apply an adapted artifact to new inputs.")
 def predict_cmd(
     artifact: Path = typer.Argument(..., help="Folder written by `adaptlab prompt`, `adaptlab finetune` or a compare run."),
     text: list[str] = typer.Option([], "--text", "-t", help="Input text (repeatable)."),
-    input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="JSONL file of example fields."),
+    input_file: Optional[Path] = typer.Option(None, "--input", "-i", help="CSV, TSV, JSONL or Parquet file of rows "
+                                                                          "(the columns the task's input uses)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Write predictions as JSONL here."),
     backend: str = typer.Option("hf", "--backend", help="hf | api | vllm"),
     api_base: Optional[str] = typer.Option(None, "--api-base", "--base-url", help="API backend: http://HOST:PORT/v1"),
@@ -129,20 +134,29 @@ def predict_cmd(
         return build_lm(model_spec(name, backend=backend, base_url=api_base, dtype=dtype, device=device,
                                    trust_remote_code=trust_remote_code, allow_pickle=allow_pickle))
 
-    predictions = predict_texts(artifact, binder, text, rows=rows, progress=len(text) + len(rows) > 50)
+    try:
+        predictions = predict_texts(artifact, binder, text, rows=rows, progress=len(text) + len(rows) > 50)
+    except AdaptlabError as exc:
+        if exc.file is None and input_file is not None:
+            exc.file = str(input_file)
+        raise
     if output is not None:
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text("".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions))
-        tmp.replace(output)
+        from adaptlab.files import write_text_atomic
+
+        lines = [json.dumps({"id": p.id, "input": p.extra.get("input", ""), **{k: v for k, v in p.to_dict().items()
+                                                                                if k != "id"}}, ensure_ascii=False)
+                 for p in predictions]
+        write_text_atomic(output, "".join(line + "\n" for line in lines))
         console.print(f"wrote {len(predictions)} predictions to {escape(str(output))}")
         return
     from rich.table import Table
 
-    table = Table(show_lines=False)
-    table.add_column("id")
-    table.add_column("prediction", style="bold")
-    table.add_column("confidence", justify="right")
+    table = Table(show_lines=False, expand=False)
+    table.add_column("id", no_wrap=True, overflow="ellipsis", max_width=14)
+    table.add_column("input", overflow="ellipsis", no_wrap=True, ratio=1)
+    table.add_column("prediction", style="bold", no_wrap=True)
+    table.add_column("conf.", justify="right", no_wrap=True)
     for p in predictions:
         conf = f"{max(p.scores.values()):.2f}" if p.scores else "-"
-        table.add_row(escape(p.id), escape(p.pred), conf)
+        table.add_row(escape(p.id), escape(str(p.extra.get("input", ""))), escape(p.pred), conf)
     console.print(table)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Any, Optional
 
 import typer
@@ -16,10 +18,19 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
-console = Console()
-err_console = Console(stderr=True)
+def _width(stream: object) -> int | None:
+    """Rich's own width for a terminal (or ``$COLUMNS``); a wide layout when the output is a file or a pipe."""
+    if os.environ.get("COLUMNS") or getattr(stream, "isatty", lambda: False)():
+        return None
+    return WIDE
+
+
+WIDE = 160
+"""Columns of the layout when the output is not a terminal (a file, a pipe, a CI log)."""
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TRUST_HELP = "Let a model folder run its own Python code (trusted sources only)."

@@ -10,12 +10,17 @@ import typer
 from rich.markup import escape
 
 from adaptlab.cli.app import DEFAULT_MODEL, EXIT_CELLS_FAILED, app, console, err_console
+from adaptlab.errors import AdaptlabError
 
 
-@app.command("compare")
+@app.command("compare", short_help="Compare every way to adapt on the same data; recommend one.")
 def compare_cmd(
-    experiment: Path = typer.Argument(..., help="Experiment YAML file (task, strategies, sizes, seeds, scenario)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: adaptlab.db and cells/ (one per grid cell)."),
+    experiment: Path = typer.Argument(..., help="Experiment YAML (task, strategies, sizes, seeds, scenario), or a "
+                                                "task YAML: a preset experiment sized to its data is run."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: adaptlab.db and cells/ (one per grid "
+                                                                 "cell); default runs/NAME."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="For a task file: quick | standard | thorough "
+                                                                "(default: quick without a GPU, standard with one)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out: finished cells are skipped."),
     mlflow: bool = typer.Option(False, "--mlflow", help="Also log every cell to MLflow (RUN_DIR/mlruns)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1,
@@ -39,7 +44,13 @@ def compare_cmd(
     from adaptlab.experiment import load_experiment
     from adaptlab.experiment.executors import executor_config
 
+    if _is_task_file(experiment):
+        experiment, out = _preset_experiment(experiment, out, preset, resume)
+    elif preset is not None:
+        raise AdaptlabError("--preset applies to a task file; this is an experiment", file=experiment, field="--preset",
+                            hint="edit the experiment's strategies, or pass the task file")
     cfg = load_experiment(experiment)
+    out = out or Path("runs") / cfg.name
     changes = {k: v for k, v in (("limit", limit), ("model", model), ("backend", backend), ("base_url", base_url))
                if v is not None}
     if executor is not None or workers is not None or ray_address is not None:
@@ -49,7 +60,7 @@ def compare_cmd(
     run_compare(cfg, out, resume=resume, mlflow=mlflow, progress=not no_progress)
 
 
-@app.command("demo")
+@app.command("demo", short_help="The built-in demo: prompt vs fine-tune on support tickets.")
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder (relative to where you run it)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Model name, HF id or folder."),
@@ -85,9 +96,11 @@ def run_compare(cfg, out: Path, *, resume: bool, mlflow: bool, progress: bool, r
 
     store = RunStore(out, create=False)
     try:
-        table, failed, lines = compare_output(records, cfg.scenario, store.predictions,
-                                              title=f"{cfg.name}: {cfg.resolve_task().name} on {cfg.model}")
-        console.print(table)
+        shown, failed, lines = compare_output(records, cfg.scenario, store.predictions,
+                                              title=f"{cfg.name}: {cfg.resolve_task().name} on {cfg.model}",
+                                              width=console.width)
+        for renderable in shown:
+            console.print(renderable)
         for line in failed:
             err_console.print(line, highlight=False)
         for line in lines:
@@ -98,6 +111,8 @@ def run_compare(cfg, out: Path, *, resume: bool, mlflow: bool, progress: bool, r
 
     paths = build_report(out, cfg.scenario)
     rec = json.loads(paths.results_json.read_text(encoding="utf-8")).get("recommendation") or {}
+    if rec.get("break_even"):
+        console.print(escape(rec["break_even"]))
     if rec.get("headline"):
         console.print(f"[bold]Recommendation[/bold] ({escape(str(rec.get('basis', 'measured')))}): "
                       f"{escape(rec['headline'])}")
@@ -112,7 +127,7 @@ def run_compare(cfg, out: Path, *, resume: bool, mlflow: bool, progress: bool, r
         raise typer.Exit(EXIT_CELLS_FAILED)
 
 
-@app.command("recommend")
+@app.command("recommend", short_help="Re-decide for another scenario (nothing is re-run).")
 def recommend_cmd(
     run_dir: Optional[Path] = typer.Argument(None, help="Run folder of `adaptlab compare` (omit: estimate "
                                              "from published findings)."),
@@ -152,17 +167,25 @@ def recommend_cmd(
     if as_json:
         typer.echo(json.dumps(rec.to_dict(), indent=2))
         return
+    from rich.table import Table
+
+    from adaptlab.recommend.text import DECISION_WORDS
+
     colour = {"prompt": "cyan", "finetune": "green", "collect_labels": "yellow", "too_close": "magenta"}
-    console.print(f"[bold {colour[rec.decision]}]{rec.decision}[/]  [dim]({rec.basis})[/dim]  "
+    console.print(f"[bold {colour[rec.decision]}]{DECISION_WORDS[rec.decision].upper()}[/]  [dim]({rec.basis})[/dim]  "
                   f"[bold]{escape(rec.headline)}[/bold]")
     for title, lines in (("Why", rec.reasons), ("What would change it", rec.would_change)):
         if lines:
             console.print(f"\n[bold]{title}[/bold]")
+            bullets = Table.grid(padding=(0, 1))  # wrapped lines keep their indent
+            bullets.add_column(no_wrap=True)
+            bullets.add_column()
             for line in lines:
-                console.print(f"  - {escape(line)}")
+                bullets.add_row("  -", escape(line))
+            console.print(bullets)
 
 
-@app.command("report")
+@app.command("report", short_help="Rebuild a run's report, summary and best artifact.")
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder of `adaptlab compare`."),
     queries_per_month: Optional[float] = typer.Option(None, "--queries-per-month", help="Expected queries a month."),
@@ -200,3 +223,35 @@ def report_cmd(
     if paths.best_dir is not None:
         console.print(f"best artifact: {escape(str(paths.best_dir))}  "
                       f"(adaptlab predict {escape(str(paths.best_dir))} --text ...)")
+
+
+def _is_task_file(path: Path) -> bool:
+    """Whether ``path`` holds a task (type, data, input ...) rather than an experiment (strategies ...)."""
+    from adaptlab.config import read_yaml
+
+    data, _ = read_yaml(path)
+    return isinstance(data, dict) and "strategies" not in data and {"type", "data"} <= set(data)
+
+
+def _preset_experiment(task_file: Path, out: Optional[Path], preset: Optional[str], resume: bool) -> tuple[Path, Path]:
+    """The preset experiment for a task file, written as RUN/experiment.yaml (kept as it is on --resume)."""
+    from adaptlab.data import load_splits, load_task
+    from adaptlab.experiment.presets import check_preset, default_preset, preset_yaml
+    from adaptlab.files import write_text_atomic
+
+    task = load_task(task_file)
+    name = check_preset(preset) if preset is not None else default_preset()
+    out = out or Path("runs") / task.name
+    path = out / "experiment.yaml"
+    if resume and path.is_file():
+        console.print(f"resuming with {escape(str(path))}")
+        return path, out
+    if path.is_file() and not resume:
+        raise AdaptlabError("already holds a compare run", file=out, field="--out",
+                            hint="pass --resume to continue it, or choose another --out")
+    n_train = len(load_splits(task).train)
+    write_text_atomic(path, preset_yaml(task, task_file, n_train, name))
+    why = "" if preset is not None else " (the default " + ("with a GPU" if name == "standard" else "without a GPU") + ")"
+    console.print(f"preset [bold]{name}[/bold]{why} for {escape(task.name)}: written to {escape(str(path))} "
+                  "(edit it and rerun it as an experiment)")
+    return path, out

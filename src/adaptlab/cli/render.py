@@ -1,4 +1,4 @@
-"""Rich renderings of library results for the terminal."""
+"""Rich renderings of library results for the terminal: (what goes to stdout, what goes to stderr)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from adaptlab.data.validate import ValidationReport
 
 
-def validation_report(report: ValidationReport) -> list[Any]:
+def validation_report(report: ValidationReport) -> tuple[list[Any], list[Any]]:
     """Rich renderables for the CLI: a heading, one table per split, then errors and warnings."""
     from rich.table import Table
     from rich.text import Text
@@ -40,8 +40,8 @@ def validation_report(report: ValidationReport) -> list[Any]:
         if s.max_input_tokens is not None:
             table.add_row("longest input (tokens)", f"{s.max_input_tokens:,}")
         items.append(table)
-    items += [Text(f"error: {e}", style="red") for e in report.errors]
-    items += [Text(f"warning: {w}", style="yellow") for w in report.warnings]
+    problems = [Text(f"error: {e}", style="red") for e in report.errors]
+    problems += [Text(f"warning: {w}", style="yellow") for w in report.warnings]
     summary = ("OK" if report.ok else f"{len(report.errors)} error(s)") + f", {len(report.warnings)} warning(s)"
     items.append(Text(summary, style="bold green" if report.ok else "bold red"))
-    return items
+    return items, problems

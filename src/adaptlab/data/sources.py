@@ -15,9 +15,11 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from adaptlab.data.example import ID_FIELDS, Example, normalize_label
-from adaptlab.data.task import SourceSpec, Task
+from adaptlab.data.task import EXTENSIONS, SourceSpec, Task
+from adaptlab.data.templates import render
 from adaptlab.errors import AdaptlabError, ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -74,14 +76,15 @@ class _Problems:
         self.sink.append(err)
 
 
-def read_text(path: Path, encoding: str | None = None, *, field_name: str | None = None) -> str:
-    """A file's text; ``.gz`` files are decompressed. Undecodable bytes raise a DataError that
-    names the line and suggests the ``encoding`` option."""
+def read_bytes(path: Path, *, field_name: str | None = None) -> bytes:
+    """A file's bytes; ``.gz`` files are decompressed."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError("file not found", file=path, field=field_name,
                         hint="relative paths resolve against the task file's folder") from None
+    except IsADirectoryError:
+        raise DataError("is a folder, not a data file", file=path, field=field_name) from None
     except OSError as exc:
         raise DataError(f"cannot read file: {exc.strerror or exc}", file=path, field=field_name) from None
     if path.suffix == ".gz":
@@ -89,20 +92,63 @@ def read_text(path: Path, encoding: str | None = None, *, field_name: str | None
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as exc:
             raise DataError(f"not a valid gzip file: {exc}", file=path, field=field_name) from None
-    enc = encoding or "utf-8"
+    return raw
+
+
+def detect_encoding(raw: bytes) -> str | None:
+    """The encoding a detector (charset-normalizer) finds for ``raw``, or None."""
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:  # pragma: no cover - a dependency of adaptlab
+        return None
+    best = from_bytes(raw[:500_000]).best()
+    if best is None:
+        return None
+    try:  # single-byte code pages often agree on the bytes a file uses: prefer the most common one then
+        if raw.decode("cp1252") == raw.decode(best.encoding):
+            return "cp1252"
+    except (UnicodeDecodeError, LookupError):
+        pass
+    return best.encoding
+
+
+_C1 = re.compile("[\x80-\x9f]")
+"""Control characters that latin-1 gives for the bytes where cp1252 has curly quotes, dashes and the euro sign."""
+
+
+def read_text(path: Path, encoding: str | None = None, *, field_name: str | None = None) -> str:
+    """A file's text; ``.gz`` files are decompressed. A binary file, undecodable bytes, or latin-1 text holding C1
+    control characters (a cp1252 file read as latin-1) raise a DataError naming the line and the encoding a
+    detector suggests."""
+    raw = read_bytes(path, field_name=field_name)
+    head = raw[:8192]
+    bom16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    if b"\x00" in head and not bom16 and not (encoding or "").lower().startswith(("utf-16", "utf16", "utf-32")):
+        raise DataError("not a text file (it holds NUL bytes): is this the data file you meant?", file=path,
+                        field=field_name, hint="data files are CSV, TSV, JSONL, Parquet or plain text")
+    enc = encoding or ("utf-16" if bom16 else "utf-8")
     if codecs.lookup(enc).name == "utf-8" and raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8):]
     try:
-        return raw.decode(enc)
+        text = raw.decode(enc)
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        suggestion = "latin-1" if enc.replace("_", "-").lower() in ("utf-8", "utf8") else "utf-8"
-        raise DataError(
-            f"cannot decode byte 0x{raw[exc.start]:02x} (byte {col} of line {line}) as {enc}",
-            file=path, line=line, field="encoding",
-            hint=f"set the file's encoding on its data source, e.g. `encoding: {suggestion}`",
-        ) from None
+        found = detect_encoding(raw)
+        suggestion = found if found and codecs.lookup(found).name != codecs.lookup(enc).name else "cp1252"
+        raise DataError(f"cannot decode byte 0x{raw[exc.start]:02x} (byte {col} of line {line}) as {enc}",
+                        file=path, line=line, field="encoding",
+                        hint=f"set the file's encoding on its data source: `encoding: {suggestion}` (detected)"
+                        if found else f"set the file's encoding on its data source, e.g. `encoding: {suggestion}`"
+                        ) from None
+    if codecs.lookup(enc).name == "iso8859-1":
+        bad = _C1.search(text)
+        if bad is not None:
+            line = text.count("\n", 0, bad.start()) + 1
+            raise DataError(f"read as {enc}, line {line} holds the control character U+{ord(bad.group()):04X} where "
+                            "cp1252 has a quote, dash or euro sign", file=path, line=line, field="encoding",
+                            hint="the file looks like cp1252: set `encoding: cp1252`")
+    return text
 
 
 def _lines(text: str) -> list[str]:
@@ -134,6 +180,7 @@ def _read_jsonl(text: str, path: Path, spec: SourceSpec, bad: _Problems) -> Iter
 
 def _read_delimited(text: str, path: Path, spec: SourceSpec, bad: _Problems,
                     delimiter: str) -> Iterator[tuple[int, dict]]:
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # one field may hold a whole long document
     has_header = spec.header if spec.header is not None else spec.columns is None
     names: list[str] | None = list(spec.columns) if spec.columns else None
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -195,6 +242,43 @@ _READERS: dict[str, Callable[..., Iterator[tuple[int, dict]]]] = {
 }
 
 
+def _read_parquet(path: Path, spec: SourceSpec, bad: _Problems) -> Iterator[tuple[int, dict]]:
+    """A Parquet file (through pyarrow); the row number is the line."""
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    except ImportError:  # pragma: no cover - pyarrow comes with datasets
+        raise DataError("reading Parquet needs pyarrow", file=path, hint="pip install pyarrow") from None
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises its own types for damaged files
+        raise DataError(f"not a readable Parquet file: {exc}", file=path) from None
+    for i, row in enumerate(table.to_pylist(), 1):
+        yield i, row
+
+
+def file_rows(path: Path, fmt: str, spec: SourceSpec, bad: _Problems) -> Iterator[tuple[int, dict]]:
+    """(line, row) of a data file in format ``fmt`` (not Hugging Face, not parallel files)."""
+    if fmt == "parquet":
+        return _read_parquet(path, spec, bad)
+    return _READERS[fmt](read_text(path, spec.encoding, field_name=None), path, spec, bad)
+
+
+def read_file_rows(path: Path, *, limit: int | None = None) -> tuple[list[dict[str, Any]], list[DataError]]:
+    """The rows of a data file (format by extension), at most ``limit``, and the malformed rows skipped."""
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    fmt = EXTENSIONS.get(Path(name).suffix.lower())
+    if fmt is None:
+        raise DataError(f"cannot tell the format of '{path.name}' from its extension", file=path,
+                        hint="use a .csv, .tsv, .jsonl or .parquet file")
+    errors: list[DataError] = []
+    rows = []
+    for _, row in file_rows(path, fmt, SourceSpec(path=str(path)), _Problems(errors)):
+        rows.append(row)
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows, errors
+
+
 def _read_parallel(task: Task, spec: SourceSpec, where: str) -> tuple[str, Iterator[tuple[int, dict]]]:
     """Line-aligned files, one per field (e.g. en/de): row i has each file's line i."""
     columns: dict[str, list[str]] = {}
@@ -252,15 +336,20 @@ def read_source(task: Task, split: str, *, errors: list[DataError] | None = None
     if spec is None:
         raise ConfigError(f"task '{task.name}' has no {split} source", file=task.source, field=where)
     fmt = task.data.format_of(split)
-    bad = _Problems(errors)
+    skipped: list[DataError] = []
+    bad = _Problems(skipped if spec.on_bad_rows == "skip" else errors)
     if fmt == "hf":
         source, rows = _read_hf(task, spec, split, where)
     elif spec.parallel:
         source, rows = _read_parallel(task, spec, where)
     else:
         path = task.resolve_path(spec.path or "")
-        text = read_text(path, spec.encoding, field_name=where)
-        source, rows = str(path), _READERS[fmt](text, path, spec, bad)
+        try:
+            source, rows = str(path), list(file_rows(path, fmt, spec, bad))
+        except DataError as exc:
+            if exc.line is None:  # a file-level problem (missing, unreadable): name the data key
+                exc.field = exc.field or where
+            raise
     label_field = task.label_field if task.type == "classification" else None
     label_map = spec.label_map or {}
     steps = spec.clean or []
@@ -268,12 +357,24 @@ def read_source(task: Task, split: str, *, errors: list[DataError] | None = None
     for line, row in rows:
         if steps:
             row = {k: clean_text(v, steps) if isinstance(v, str) else v for k, v in row.items()}
+        if spec.label_transform and label_field and row.get(label_field) is not None:
+            where_row = Example(id=f"{split}:{line}", fields=row, source=source, line=line)
+            row[label_field] = render(spec.label_transform, {**row, "label": row[label_field]},
+                                      what="label_transform", where=where_row).strip()
         if label_map and label_field and row.get(label_field) is not None:
             raw = normalize_label(row[label_field])
             row[label_field] = label_map.get(raw, row[label_field])
         own_id = next((row[k] for k in ID_FIELDS if row.get(k) is not None), None)
         ex_id = str(own_id) if own_id is not None else f"{split}:{line}"
         examples.append(Example(id=ex_id, fields=row, source=source, line=line))
+    if skipped:
+        lines = ", ".join(str(e.line) for e in skipped[:10]) + (", ..." if len(skipped) > 10 else "")
+        logger.warning("%s: skipped %d malformed %s rows (on_bad_rows: skip), at lines %s; first: %s", source,
+                       len(skipped), split, lines, skipped[0].message)
     logger.debug("read %d %s examples from %s", len(examples), split, source)
     return examples
 
+
+
+DATA_EXTENSIONS = tuple(EXTENSIONS)
+"""File extensions `read_file_rows` reads (before a ``.gz``)."""

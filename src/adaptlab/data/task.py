@@ -21,11 +21,12 @@ from adaptlab.data.example import Example, normalize_label
 from adaptlab.data.templates import compile_template, render, render_input, template_fields
 from adaptlab.errors import ConfigError, DataError, closest
 
-FORMATS = ("jsonl", "csv", "tsv", "label_text", "text", "hf")
+FORMATS = ("jsonl", "csv", "tsv", "parquet", "label_text", "text", "hf")
 CLEAN_STEPS = ("html", "backslashes", "whitespace")
 BUILTIN_TASKS = ("demo",)
-_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
-               ".tsv": "tsv", ".tab": "tsv", ".txt": "text"}
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv",
+              ".tsv": "tsv", ".tab": "tsv", ".txt": "text", ".parquet": "parquet"}
+"""Data file extensions and the format each means (before a ``.gz``)."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -43,16 +44,23 @@ def _label_dict(value: Any, what: str) -> Any:
 class ReadOptions(ConfigModel):
     """How to read a source; given on `DataSpec` they are defaults for every split."""
 
-    format: Literal["jsonl", "csv", "tsv", "label_text", "text", "hf"] | None = None
-    """Inferred from the extension (.jsonl .json .csv .tsv .txt, before .gz) unless given."""
+    format: Literal["jsonl", "csv", "tsv", "parquet", "label_text", "text", "hf"] | None = None
+    """Inferred from the extension (.jsonl .json .csv .tsv .parquet .txt, before .gz) unless given."""
     encoding: str | None = None
-    """Text encoding (default utf-8), e.g. ``latin-1``."""
+    """Text encoding (default utf-8), e.g. ``cp1252`` or ``latin-1``; a file that is not utf-8 gets the encoding a
+    detector finds suggested in the error."""
     columns: list[str] | None = None
     """CSV/TSV column names; without a header they name the columns, with one they rename them."""
     header: bool | None = None
     """Whether a CSV/TSV starts with a header row (default: true unless ``columns`` is given)."""
     label_map: dict[str, str] | None = None
-    """Raw label -> task label key (e.g. ``{1: World}``); applied when reading."""
+    """Raw label -> task label key (e.g. ``{1: World}``); applied when reading, after ``label_transform``."""
+    label_transform: str | None = None
+    """A Jinja2 template that turns the raw label into the task's label key, over the row's fields and ``label``
+    (the raw label), e.g. ``"{{ label.split(':')[0] }}"`` keeps the coarse class of ``COARSE:fine``."""
+    on_bad_rows: Literal["error", "skip"] | None = None
+    """A malformed row (bad JSON, a wrong number of columns, a label with no text): ``error`` (default) stops
+    with the row's file and line; ``skip`` drops it and reports how many rows were dropped and where."""
     clean: list[str] | None = None
     """Text repairs applied to every string field, in order: html, backslashes, whitespace."""
 
@@ -60,6 +68,13 @@ class ReadOptions(ConfigModel):
     @classmethod
     def _norm_label_map(cls, v: Any) -> Any:
         return _label_dict(v, "label_map")
+
+    @field_validator("label_transform")
+    @classmethod
+    def _label_template(cls, v: str | None) -> str | None:
+        if v is not None:
+            compile_template(v)
+        return v
 
     @field_validator("clean", mode="before")
     @classmethod
@@ -127,8 +142,11 @@ class DataSpec(ReadOptions):
     """Per-split sources plus read options shared by all splits (overridable per split)."""
 
     train: SourceSpec | None = None
+    """The training rows: a file (``train: train.csv``) or a source mapping."""
     dev: SourceSpec | None = None
+    """Rows for checkpoint selection, calibration and prompt search; carved out of train when absent."""
     test: SourceSpec | None = None
+    """The held-out rows every strategy is evaluated on; carved out of train with ``test_size`` when absent."""
     dev_size: float | None = None
     """Dev rows carved out of train when no dev source is given: a fraction (< 1) or a count;
     default 10% capped at 500; 0 means no dev split."""
@@ -181,8 +199,8 @@ class DataSpec(ReadOptions):
             return spec.format
         path = spec.path or ""
         suffixes = Path(path[:-3] if path.endswith(".gz") else path).suffix.lower()
-        if suffixes in _EXTENSIONS:
-            return _EXTENSIONS[suffixes]
+        if suffixes in EXTENSIONS:
+            return EXTENSIONS[suffixes]
         raise Invalid(f"cannot infer the format of '{Path(path).name}' from its extension",
                        field=f"{split}.format", hint="add `format:` (one of " + ", ".join(FORMATS) + ")")
 
@@ -312,8 +330,18 @@ class Task(ConfigModel):
 
 
 def load_task(path: str | Path) -> Task:
-    """The task in a YAML file (see `Task`)."""
-    return load_yaml_model(path, Task, what="a task", keys="name, type, data, ...")[0]
+    """The task in a YAML file (see `Task`); a data file given instead is pointed to ``adaptlab init``."""
+    path = Path(path)
+    name = path.name[:-3] if path.name.endswith(".gz") else path.name
+    if Path(name).suffix.lower() in EXTENSIONS and Path(name).suffix.lower() != ".json":
+        raise ConfigError("this is a data file, not a task file", file=path,
+                          hint=f"write a task file for it with `adaptlab init {path}`")
+    try:
+        return load_yaml_model(path, Task, what="a task", keys="name, type, data, ...")[0]
+    except ConfigError as exc:
+        if "must be a mapping" in exc.message or exc.message.startswith(("invalid YAML", "not a text file")):
+            exc.hint = f"a task file is YAML (name, type, data, input, labels); from a data file: `adaptlab init {path}`"
+        raise
 
 
 def builtin_task(name: str = "demo") -> Task:

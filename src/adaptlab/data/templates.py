@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import typing
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from adaptlab.config import Invalid
@@ -65,3 +66,38 @@ def render_input(template: str, example: Example) -> str:
     if RAW_INPUT_FIELD in example.fields:
         return str(example.fields[RAW_INPUT_FIELD])
     return render(template, example.fields, what="input", where=example)
+
+
+def recording_template(text: str, sink: list[str]) -> jinja2.Template:
+    """The template compiled so that printing a missing field records its name in ``sink`` (``{% if title %}``
+    only tests it and records nothing)."""
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    class Recording(jinja2.Undefined):
+        def __str__(self) -> str:
+            sink.append(self._undefined_name or "?")
+            return ""
+
+    env = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True, undefined=Recording)
+    return env.from_string(text)
+
+
+def missing_fields(template: str, examples: Sequence[Example], *, what: str = "input") -> tuple[Counter[str], dict[str, Example]]:
+    """For each field ``template`` prints but examples lack: how many examples lack it, and the first one. A row
+    the template cannot render raises `DataError` naming it."""
+    sink: list[str] = []
+    tpl = recording_template(template, sink)
+    missing: Counter[str] = Counter()
+    first: dict[str, Example] = {}
+    for ex in examples:
+        sink.clear()
+        try:
+            tpl.render(dict(ex.fields))
+        except Exception as exc:  # noqa: BLE001 - a template error on this row's values
+            raise DataError(f"cannot render the {what} template for example {ex.id}: {exc}",
+                            file=ex.source, line=ex.line, field=what) from None
+        for name in dict.fromkeys(sink):
+            missing[name] += 1
+            first.setdefault(name, ex)
+    return missing, first

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from adaptlab.data.example import SPLITS, Example
 from adaptlab.data.sources import read_source
 from adaptlab.data.splits import carve_splits
 from adaptlab.data.task import Task, load_task
+from adaptlab.data.templates import missing_fields, recording_template
 from adaptlab.errors import AdaptlabError, DataError, closest
 
 logger = logging.getLogger(__name__)
@@ -97,21 +98,6 @@ def _token_counter(tokenizer: Any) -> Callable[[Sequence[str]], list[int]]:
     return count
 
 
-def _recording_template(text: str, sink: list[str]) -> Any:
-    """The template compiled so that printing a missing field records its name in ``sink``
-    (``{% if title %}`` only tests it and records nothing)."""
-    import jinja2
-    from jinja2.sandbox import SandboxedEnvironment
-
-    class Recording(jinja2.Undefined):
-        def __str__(self) -> str:
-            sink.append(self._undefined_name or "?")
-            return ""
-
-    env = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True, undefined=Recording)
-    return env.from_string(text)
-
-
 class _Checker:
     """Per-split checks; collects errors and warnings into the report."""
 
@@ -119,8 +105,8 @@ class _Checker:
                  max_tokens: int | None) -> None:
         self.task, self.report, self.counter, self.max_tokens = task, report, counter, max_tokens
         self.sink: list[str] = []
-        self.input_tpl = _recording_template(task.input, self.sink)
-        self.target_tpl = _recording_template(task.target, self.sink) if task.target else None
+        self.input_tpl = recording_template(task.input, self.sink)
+        self.target_tpl = recording_template(task.target, self.sink) if task.target else None
         self.normalised: dict[str, dict[str, Example]] = {}
 
     def error(self, split: str, msg: str) -> None:
@@ -311,3 +297,24 @@ def validate_task(task: Task | str | Path, *, tokenizer: Any = None, max_tokens:
     if not splits.test:
         report.warnings.append("no test examples: add data.test (or data.test_size to carve one)")
     return report
+
+
+def check_templates(task: Task, splits: Mapping[str, Sequence[Example]]) -> None:
+    """What every command that spends compute checks first (the same check as `validate_task`): a field the
+    input or target template prints but no row of a split has is a `DataError` naming the first row, the field
+    and the columns there are; a row whose values the template cannot render is one too. Rows that lack a
+    field others have are logged as a warning."""
+    templates = [("input", task.input)] + ([("target", task.target)] if task.target else [])
+    for split, examples in splits.items():
+        for what, text in templates:
+            missing, first = missing_fields(text, examples, what=what)
+            for name, n in missing.items():
+                ex = first[name]
+                if n == len(examples):
+                    have = sorted(ex.fields)
+                    guess = closest(name, have)
+                    raise DataError(f"the {what} template prints field '{name}' but no {split} row has it",
+                                    file=ex.source, line=ex.line, field=what,
+                                    hint=(f"did you mean '{guess}'? " if guess else "") + "columns: " + ", ".join(have))
+                logger.warning("%d of %d %s rows lack field '%s' that the %s template prints (first at %s): it "
+                               "renders empty there", n, len(examples), split, name, what, _where(ex))

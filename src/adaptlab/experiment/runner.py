@@ -26,6 +26,7 @@ from typing import Any
 
 from adaptlab.data.example import seeded_sample
 from adaptlab.data.splits import check_examples, load_splits
+from adaptlab.data.validate import check_templates
 from adaptlab.errors import AdaptlabError, ConfigError
 from adaptlab.experiment.cells import CellInputs
 from adaptlab.experiment.config import ExperimentConfig
@@ -51,6 +52,7 @@ def prepare(cfg: ExperimentConfig) -> tuple[CellInputs, list[Cell]]:
     for name in ("train", "dev"):  # bad labels fail here, before any model loads, not in every cell
         check_examples(task, splits[name], name)
     check_examples(task, test, cfg.split, unique_ids=True)
+    check_templates(task, {"train": splits.train, "dev": splits.dev, cfg.split: test})
     inputs = CellInputs(task=task, train=list(splits.train), dev=list(splits.dev), test=test)
     return inputs, expand_cells(cfg, len(inputs.train))
 

@@ -7,6 +7,7 @@ subset of ``n_train``), and the same cell path as a compare run saves the artifa
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,12 @@ from typing import Any
 from adaptlab.data.example import seeded_sample
 from adaptlab.data.splits import absent_labels, check_examples, load_splits, nested_subsets
 from adaptlab.data.task import Task
-from adaptlab.errors import ConfigError, DataError
+from adaptlab.data.validate import check_templates
+from adaptlab.errors import DataError
 from adaptlab.evaluate import EvalResult, EvalSettings
 from adaptlab.experiment.cells import CellInputs, CellWork, fit_and_evaluate
-from adaptlab.files import prepare_output_dir
+from adaptlab.files import staged_dir
 from adaptlab.strategies import ModelPool, get_strategy
-from adaptlab.strategies.finetune.checkpoint import list_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ class SingleRun:
     seed: int = 0
     """Seeds the split carving, the subset, the strategy and the bootstrap."""
     resume: bool = False
-    """Continue from the newest checkpoint in ``out_dir`` (fine-tuning)."""
+    """Continue an interrupted fit from its newest checkpoint (fine-tuning)."""
+    force: bool = False
+    """Replace a run already in ``out_dir`` (it is kept otherwise)."""
     keep_checkpoints: bool = False
     """Keep the checkpoints in ``out_dir`` after the fit finishes (fine-tuning)."""
     progress: bool = True
@@ -55,11 +58,6 @@ def run_single(task: Task, strategy: str, options: Mapping[str, Any] | None, mod
     info = get_strategy(strategy)
     options = dict(options or {})
     config = info.parse(options)
-    out = Path(run.out_dir)
-    if not run.resume and list_checkpoints(out / "checkpoints"):
-        raise ConfigError(f"{out} holds checkpoints of an earlier run", field="out_dir",
-                          hint="pass --resume to continue it, or choose another folder")
-    prepare_output_dir(out)
     splits = load_splits(task, seed=run.seed)
     examples = seeded_sample(splits[run.split], run.limit, run.seed)
     if not examples:
@@ -68,12 +66,15 @@ def run_single(task: Task, strategy: str, options: Mapping[str, Any] | None, mod
     for name in ("train", "dev"):  # demonstrations, training, calibration and search read their labels
         check_examples(task, splits[name], name)
     check_examples(task, examples, run.split, unique_ids=True)
+    check_templates(task, {"train": splits.train, "dev": splits.dev, run.split: examples})
     train = _training_examples(task, splits.train, splits.dev, config.learns_labels(), info.name, run)
     inputs = CellInputs(task=task, train=list(splits.train), dev=list(splits.dev), test=examples)
     log.info("fitting %s on %s (%d train, %d dev)", strategy, task.name, len(train), len(splits.dev))
-    work = CellWork(strategy, options, train, run.seed, out, split=run.split, resume=run.resume,
-                    progress=run.progress, keep_checkpoints=run.keep_checkpoints)
-    return fit_and_evaluate(work, inputs, models, EvalSettings(latency_sample=run.latency_sample))
+    primary = int(os.environ.get("RANK", "0")) == 0  # a multi-process launch: the main process owns the folder
+    with staged_dir(run.out_dir, replace=run.force, resume=run.resume, primary=primary) as out:
+        work = CellWork(strategy, options, train, run.seed, out, split=run.split, resume=run.resume,
+                        progress=run.progress, keep_checkpoints=run.keep_checkpoints)
+        return fit_and_evaluate(work, inputs, models, EvalSettings(latency_sample=run.latency_sample))
 
 
 def _training_examples(task: Task, train: list, dev: list, learns: bool, name: str, run: SingleRun) -> list:

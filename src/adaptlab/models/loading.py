@@ -14,8 +14,11 @@ pad); pads are always masked, so the choice never changes scores. ``cache_dir`` 
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import re
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,11 +111,35 @@ def check_remote_name(name: str) -> None:
         raise ModelError(f"unknown model '{name}'", field="model", hint=hint)
 
 
+@functools.cache
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the Hugging Face hub can be reached from here (False at once when ``HF_HUB_OFFLINE`` is set);
+    asked once per process, so a name that needs the hub fails in seconds, not after a minute of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        with socket.create_connection((host.split(":")[0], int(host.split(":")[1]) if ":" in host else 443),
+                                      timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def check_model_name(name: str) -> None:
-    """ModelError now (no torch import, no network) for a name that cannot be a model: empty, an
-    unknown short name (with the closest known one), a missing folder, or the embedder."""
-    if known_name(name) not in (DEFAULT_MODEL, TINY_MODEL):
-        check_remote_name(name)
+    """ModelError now (no torch import, no network wait) for a name that cannot be a model here: empty, an unknown
+    short name (with the closest known one), a missing folder, the embedder, or a hub id while the hub is
+    unreachable."""
+    if known_name(name) in (DEFAULT_MODEL, TINY_MODEL):
+        return
+    check_remote_name(name)
+    if not Path(name).expanduser().is_dir() and not hub_reachable():
+        guess = closest(name.strip().lower(), KNOWN_MODELS, cutoff=0.3)
+        local = ", ".join(m for m in KNOWN_MODELS if m != EMBEDDER_MODEL)
+        raise ModelError(f"unknown model '{name}': not a model adaptlab knows, not a local folder, and the Hugging "
+                         "Face hub cannot be reached to look it up", field="model",
+                         hint=(f"did you mean '{guess}'? " if guess else "") + f"available here: {local}; "
+                         "see `adaptlab models`")
 
 
 def remote_source(name: str) -> str:

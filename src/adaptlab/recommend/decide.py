@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from adaptlab.analysis import best_of
 from adaptlab.errors import DataError
-from adaptlab.recommend.text import Decision, Recommendation, fmt_ms, fmt_num, fmt_usd, mean_of, round_up
+from adaptlab.recommend.text import (Decision, Recommendation, a_an, decision_phrase, fmt_metric, fmt_ms, fmt_num, fmt_p,
+                                     fmt_points, fmt_queries, fmt_usd, mean_of, round_up)
 from adaptlab.results import CellRecord, Scenario
 
 if TYPE_CHECKING:
@@ -94,10 +95,13 @@ class _Option:
             return b.low, b.high
         return min(b.low, mean_of(c.ci_low for c in ok)), max(b.high, mean_of(c.ci_high for c in ok))
 
+    def fmt(self, value: float) -> str:
+        return fmt_metric(value, self.metric)
+
     def describe(self) -> str:
         (low, high), n = self.interval, len(self.best.cells)
-        return (f"{self.name} ({self.best.n_train} labels) scores {self.mean:.3f} {self.metric} [{low:.3f}, "
-                f"{high:.3f}] ({n} seed{'s' if n > 1 else ''}; seed range and 95% bootstrap CI)")
+        return (f"{self.name} ({self.best.n_train} labels) scores {self.fmt(self.mean)} {self.metric} "
+                f"[{self.fmt(low)}, {self.fmt(high)}] ({n} seed{'s' if n > 1 else ''}; seed range and 95% bootstrap CI)")
 
 
 class _Gap(NamedTuple):
@@ -131,15 +135,16 @@ def _gap(analysis: Analysis, p: _Option, f: _Option) -> _Gap:
     if sig is not None and same and {sig.a, sig.b} == {p.name, f.name}:
         s = 1.0 if sig.a == f.name else -1.0
         low, high = sorted((s * sig.low, s * sig.high))
-        pval = f"p={sig.p_value:.2g}" if sig.p_value > 0 else "p<0.01"
+        m = p.metric
         return _Gap(s * sig.diff, bool(sig.significant),
-                    f"Fine-tuning minus prompting: {s * sig.diff * 100:+.1f} points (paired bootstrap 95% CI "
-                    f"[{low * 100:+.1f}, {high * 100:+.1f}], {pval}, n={sig.n}): "
+                    f"Fine-tuning minus prompting: {fmt_points(s * sig.diff, m)} points of {m} (paired bootstrap "
+                    f"95% CI [{fmt_points(low, m)}, {fmt_points(high, m)}], {fmt_p(sig.p_value)}, n={sig.n}): "
                     f"{'significant' if sig.significant else 'not significant'}.")
     (pl, ph), (fl, fh) = p.interval, f.interval
     apart = ph < fl or fh < pl
     return _Gap(f.mean - p.mean, apart,
-                f"Fine-tuning minus prompting: {(f.mean - p.mean) * 100:+.1f} points; no paired test on these "
+                f"Fine-tuning minus prompting: {fmt_points(f.mean - p.mean, p.metric)} points of {p.metric}; no paired "
+                "test on these "
                 f"two, and their intervals {'do not overlap' if apart else 'overlap'}: the difference is "
                 f"{'clear' if apart else 'not established'}.")
 
@@ -166,12 +171,12 @@ def _decide(p: _Option | None, f: _Option | None, gap: _Gap | None,
 
 # -- Learning-curve projection -----------------------------------------------------------------
 
-def _labels_to_reach(curve: Curve, target: float) -> tuple[float | None, bool, str]:
+def _labels_to_reach(curve: Curve, target: float, metric: str) -> tuple[float | None, bool, str]:
     """(labels the variant needs to reach ``target`` or None, measured?, how it was found)."""
     pts = sorted((p.n_train, p.mean) for p in curve.points if p.n_train > 0)
     for n, mean in pts:
         if mean >= target:
-            return float(n), True, f"Measured: {curve.variant} reached {mean:.3f} at {n} labels."
+            return float(n), True, f"Measured: {curve.variant} reached {fmt_metric(mean, metric)} at {n} labels."
     if len(pts) < 2:
         return None, False, f"{curve.variant}: one measured size, no curve to extrapolate."
     xs, ys = [math.log(n) for n, _ in pts], [m for _, m in pts]
@@ -188,22 +193,25 @@ def _labels_to_reach(curve: Curve, target: float) -> tuple[float | None, bool, s
     if n > CURVE_CAP * n_max:
         return None, False, (f"{curve.variant}: the {how} would need about {fmt_num(round_up(n))} labels, "
                              f"beyond {CURVE_CAP:g}x the largest measured size ({n_max}); not projected.")
-    return n, False, (f"Projected: {curve.variant} ({how}, {slope * 100 * math.log(2):+.1f} points per doubling, "
-                      f"{ys[-1]:.3f} at {n_max} labels) reaches {target:.3f} at about {fmt_num(round_up(n))} labels.")
+    return n, False, (f"Projected: {curve.variant} ({how}, {fmt_points(slope * math.log(2), metric)} points per "
+                      f"doubling, {fmt_metric(ys[-1], metric)} at {n_max} labels) reaches {fmt_metric(target, metric)} "
+                      f"at about {fmt_num(round_up(n))} labels.")
 
 
 def _target_unmet(analysis: Analysis, cells: list[CellRecord], opts: dict[str, _Option | None],
                   sc: Scenario, labels: int, budget: float | None, reasons: list[str]) -> Recommendation:
     target = float(sc.accuracy_target)  # type: ignore[arg-type]
     fallback = max((o for o in opts.values() if o), key=lambda o: o.mean, default=None)
+    metric = analysis.metric or "accuracy"
+    goal = fmt_metric(target, metric)
     if fallback is not None:
-        reasons.append(f"No candidate reaches the target {target:.3f}: the best within {labels} labels, "
+        reasons.append(f"No candidate reaches the {metric} target {goal}: the best within {labels} labels, "
                        f"{fallback.describe()}.")
     fast = {c.variant for c in _latency_ok(cells, budget)}
     found = []
     for curve in analysis.curves:
         if curve.family == "finetune" and curve.variant in fast:
-            n, measured, how = _labels_to_reach(curve, target)
+            n, measured, how = _labels_to_reach(curve, target, metric)
             reasons.append(how)
             n_max = max(p.n_train for p in curve.points)
             if n is not None and (n > labels or n_max < labels):
@@ -216,24 +224,25 @@ def _target_unmet(analysis: Analysis, cells: list[CellRecord], opts: dict[str, _
             ft = opts["finetune"]
             key = ft.cell_key if ft is not None and ft.name == variant else key
             return Recommendation("finetune", variant, key, f"Fine-tune {variant} on all {labels} labels: projected "
-                                  f"to reach {target:.3f} with about {need} (measured only up to {n_max}); confirm "
-                                  "with a run.", reasons, [], "measured", need)
+                                  f"to reach {goal} {metric} with about {need} (measured only up to {n_max}); "
+                                  "confirm with a run.", reasons, [], "measured", need)
         more = need - labels if measured else round_up(n - labels)
-        would = [f"With a target at or below {fallback.mean:.3f}, {fallback.name} meets it now."] if fallback else []
+        would = ([f"With {a_an(metric)} {metric} target at or below {fallback.fmt(fallback.mean)}, {fallback.name} meets it now."]
+                 if fallback else [])
         return Recommendation("collect_labels", variant, key, f"Collect more labels: about {fmt_num(more)} more "
                               f"({fmt_num(need)} in all) are {'measured' if measured else 'projected'} to let {variant} "
-                              f"reach {target:.3f}.", reasons, would, "measured", need)
+                              f"reach {goal} {metric}.", reasons, would, "measured", need)
     assert fallback is not None  # recommend() returned earlier when no family has a candidate
     reasons.append("Warning: no measured or projected option reaches the target; shipping the best available.")
     return Recommendation(fallback.family, fallback.name, key,  # type: ignore[arg-type]
-                          f"Ship {fallback.name} ({fallback.mean:.3f}), but it misses the target {target:.3f} and "
-                          "no learning curve projects reaching it.", reasons, [], "measured", None)
+                          f"Ship {fallback.name} ({fallback.fmt(fallback.mean)} {metric}), but it misses the target "
+                          f"{goal} and no learning curve projects reaching it.", reasons, [], "measured", None)
 
 
 # -- recommend ---------------------------------------------------------------------------------
 
 _WHY = {"only": "the only family with results within the scenario's limits (latency, labels)",
-        "target": "the only option meeting the accuracy target",
+        "target": "the only option meeting the target",
         "quality": "clearly better quality, which outweighs cost here",
         "cost": "quality is sufficient for both, so the cheaper total cost decides"}
 
@@ -259,8 +268,9 @@ def recommend(analysis: Analysis, scenario: Scenario | None = None) -> Recommend
             lat = mean_of(c.query_seconds for c in free.cells)
             why = ([f"needs {free.n_train} labels (you have {labels})"] if free.n_train > labels else []) + (
                 [f"takes {fmt_ms(lat)}, over the {fmt_ms(budget)} budget"] if budget is not None and lat > budget else [])
-            reasons.append(f"Excluded: the best {fam} overall, {free.variant} at {free.n_train} labels "
-                           f"({free.mean:.3f}), {' and '.join(why)}.")
+            reasons.append(f"Excluded: the best {'prompt' if fam == 'prompt' else 'fine-tune'} overall, "
+                           f"{free.variant} at {free.n_train} labels ({fmt_metric(free.mean, free.cells[0].metric)}), "
+                           f"{' and '.join(why)}.")
     p, f = opts["prompt"], opts["finetune"]
     if p is None and f is None:
         fewest = min(cells, key=lambda c: c.n_train)
@@ -275,7 +285,7 @@ def recommend(analysis: Analysis, scenario: Scenario | None = None) -> Recommend
     reasons += [o.describe() + "." for o in (p, f) if o] + ([gap.text] if gap else [])
     if target is not None:
         met = " and ".join(o.name for o in (p, f) if o and o.mean >= target)
-        reasons.append(f"Target {target:.3f}: met by {met}.")
+        reasons.append(f"Target {chosen.fmt(target)} {chosen.metric}: met by {met}.")
     reasons += _cost_reasons(p, f, sc, budget)
     if decision == "too_close":
         other = f if chosen is p else p
@@ -286,8 +296,12 @@ def recommend(analysis: Analysis, scenario: Scenario | None = None) -> Recommend
                        "cheaper for this scenario.")
     else:
         headline = (f"{'Prompt' if decision == 'prompt' else 'Fine-tune'} with {chosen.name} "
-                    f"({chosen.mean:.3f} {chosen.metric}): {_WHY[rule]}.")
-    rec = Recommendation(decision, chosen.name, chosen.cell_key, headline, reasons, [], "measured")
+                    f"({chosen.fmt(chosen.mean)} {chosen.metric}): {_WHY[rule]}.")
+    rec = Recommendation(decision, chosen.name, chosen.cell_key, headline, reasons, [], "measured",
+                         break_even=_break_even_sentence(p, f, sc) if p and f else None)
+    rec.evidence = _evidence(cells, chosen, gap)
+    if rec.evidence:
+        rec.headline += f" {rec.evidence}"
     rec.would_change = _would_change(analysis, cells, sc, labels, p, f, gap, rec)
     log.info("recommend: %s %s (rule: %s)", decision, chosen.name, rule)
     return rec
@@ -303,14 +317,41 @@ def _cost_reasons(p: _Option | None, f: _Option | None, sc: Scenario, budget: fl
            f"per 1k queries; median latency {fmt_ms(o.latency)}" + (f" (budget {fmt_ms(budget)})." if budget else ".")
            for o in (p, f) if o]
     if p and f:
-        q = _break_even(p, f, sc)
-        if q is not None:
-            low_q, high_q = sorted((p, f), key=lambda o: o.query_cost)
-            out.append(f"Break-even at {fmt_num(q)} queries a month: above it {low_q.name} is cheaper, below it "
-                       f"{high_q.name}.")
-        else:
-            out.append(f"No break-even volume: {min((p, f), key=lambda o: o.total(sc)).name} is cheaper at any volume.")
+        out.append(_break_even_sentence(p, f, sc))
     return out
+
+
+def _break_even_sentence(p: _Option, f: _Option, sc: Scenario) -> str:
+    """The one break-even statement (the same in the terminal, summary.md and report.html)."""
+    q = _break_even(p, f, sc)
+    if q is None:
+        return f"No break-even volume: {min((p, f), key=lambda o: o.total(sc)).name} is cheaper at any volume."
+    low_q, high_q = sorted((p, f), key=lambda o: o.query_cost)
+    if q < 1:
+        return (f"{low_q.name} is cheaper than {high_q.name} from the first query (over {sc.months:g} months, "
+                "training included).")
+    return (f"Break-even {fmt_queries(q)} (over {sc.months:g} months, training included): above it {low_q.name} "
+            f"is cheaper, below it {high_q.name}.")
+
+
+MIN_TEST = 100
+"""Fewer test examples than this make an interval wide: the recommendation says so."""
+
+
+def _evidence(cells: list[CellRecord], chosen: _Option, gap: _Gap | None) -> str | None:
+    """A plain statement of thin evidence (few test examples, one seed) and what would firm it up."""
+    n_test = min((c.n_test for c in cells), default=0)
+    seeds = len(chosen.best.cells)
+    thin = []
+    if n_test < MIN_TEST:
+        thin.append(f"{n_test} test examples")
+    if seeds == 1 and chosen.best.n_train > 0:
+        thin.append("one seed")
+    if not thin:
+        return None
+    fix = ([f"a test set of {MIN_TEST}+ examples (`limit`)"] if n_test < MIN_TEST else []) + (
+        ["more seeds (`seeds: [0, 1, 2]`)"] if "one seed" in thin else [])
+    return f"This rests on {' and '.join(thin)} only; firm it up with {' and '.join(fix)}."
 
 
 def _break_even(p: _Option, f: _Option, sc: Scenario) -> float | None:
@@ -326,12 +367,12 @@ def _would_change(analysis: Analysis, cells: list[CellRecord], sc: Scenario, lab
     def flip(**changes: Any) -> str | None:
         """'the decision would be X (ship Y)' if the changed scenario decides otherwise."""
         d, o, _ = _decide(p, f, gap, sc.replace(**changes))
-        return None if (d, o.name) == (rec.decision, rec.choice) else f"the decision would be {d} (ship {o.name})"
+        return None if (d, o.name) == (rec.decision, rec.choice) else decision_phrase(d, o.name)
 
     if p and f:
         q = _break_even(p, f, sc)
         side = q is not None and (sc.queries_per_month > q)
-        if q is not None and (what := flip(queries_per_month=q * (0.95 if side else 1.05))):
+        if q is not None and q >= 1 and (what := flip(queries_per_month=q * (0.95 if side else 1.05))):
             out.append(f"{'Below' if side else 'Above'} {fmt_num(q)} queries a month the totals reverse: {what}.")
         dq, dt = sc.queries_per_month * sc.months * (p.query_cost - f.query_cost), f.train_cost - p.train_cost
         rate = (dq / dt - 1) * 12 / sc.months if dt > 0 and dq > 0 and sc.months > 0 else -1.0
@@ -341,7 +382,8 @@ def _would_change(analysis: Analysis, cells: list[CellRecord], sc: Scenario, lab
                        f"re-trains): {what}.")
         low = min(p.mean, f.mean)
         if (sc.accuracy_target is None or sc.accuracy_target > low) and (what := flip(accuracy_target=low)):
-            out.append(f"With an accuracy target at or below {low:.3f} (both meet it), cost decides: {what}.")
+            out.append(f"With {a_an(p.metric)} {p.metric} target at or below {p.fmt(low)} (both meet it), cost decides: "
+                       f"{what}.")
     if any(((c.extra.get("cost") or {}).get("query") or {}).get("latency_p50_warm_s") for c in cells):
         alt = sc.replace(prefix_cache=not sc.prefix_cache)
         o2 = _candidates([c.served(alt) for c in cells], alt, labels, sc.latency_budget_s)
@@ -350,7 +392,8 @@ def _would_change(analysis: Analysis, cells: list[CellRecord], sc: Scenario, lab
             d, o, _ = _decide(o2["prompt"], o2["finetune"], g2, alt)
             if (d, o.name) != (rec.decision, rec.choice):
                 out.append(f"{'With' if alt.prefix_cache else 'Without'} a serving engine that keeps prompt prefixes "
-                           f"between queries (scenario.prefix_cache): the decision would be {d} (ship {o.name}).")
+                           f"between queries (vLLM, llama.cpp; `prefix_cache: {str(alt.prefix_cache).lower()}` in the "
+                           f"scenario): {decision_phrase(d, o.name)}.")
     chosen = p if p and p.name == rec.choice else f
     if chosen and chosen.latency > 0:
         out.append(f"A latency budget below {fmt_ms(chosen.latency)} rules out {chosen.name}.")
@@ -358,16 +401,16 @@ def _would_change(analysis: Analysis, cells: list[CellRecord], sc: Scenario, lab
         for fam, o in _candidates(cells, sc, labels, None).items():
             held = p if fam == "prompt" else f
             if o and (held is None or o.mean > held.mean) and o.latency > sc.latency_budget_s:
-                out.append(f"A latency budget of {fmt_ms(o.latency)} would admit {o.name} ({o.mean:.3f}).")
+                out.append(f"A latency budget of {fmt_ms(o.latency)} would admit {o.name} ({o.fmt(o.mean)}).")
     crossed = [(cr.n, cr) for cr in analysis.crossovers if cr.n is not None and cr.n > 0]
     mine = [(n, cr) for n, cr in crossed if f is not None and cr.variant == f.name]
     later = [(n, cr) for n, cr in crossed if n > labels]
     if rec.decision == "finetune" and mine:
         n, cr = mine[0]
         out.append(f"With fewer than {fmt_num(round_up(n))} labels, fine-tuning ({cr.variant}) does not yet match "
-                   f"the best prompt ({cr.target_value:.3f}).")
+                   f"the best prompt ({fmt_metric(cr.target_value, f.metric)}).")
     elif rec.decision != "finetune" and later:
         n, cr = min(later, key=lambda t: t[0])
         out.append(f"With about {fmt_num(round_up(n))} labels, fine-tuning ({cr.variant}) matches the best prompt "
-                   f"({cr.target_value:.3f}).")
+                   f"({fmt_metric(cr.target_value, cells[0].metric)}).")
     return out

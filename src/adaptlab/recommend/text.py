@@ -25,6 +25,11 @@ class Recommendation:
     basis: Literal["measured", "estimate"] = "measured"
     labels_needed: int | None = None
     """Labels in all (not the extra) measured or projected to reach the accuracy target."""
+    break_even: str | None = None
+    """The break-even sentence for the two options the decision weighed (the terminal, summary.md and report.html
+    all show this one)."""
+    evidence: str | None = None
+    """What the evidence rests on when it is thin (few test examples, one seed), and what would firm it up."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,3 +66,52 @@ def round_up(n: float) -> int:
 
 
 # -- Candidates and quality gap ----------------------------------------------------------------
+
+
+DECISION_WORDS = {"prompt": "prompt", "finetune": "fine-tune", "collect_labels": "collect more labels",
+                  "too_close": "too close to call"}
+"""How each decision reads in a sentence (never the raw name)."""
+
+
+def decision_phrase(decision: str, name: str) -> str:
+    """'you would prompt with X' and the like, for 'what would change it' sentences."""
+    if decision == "too_close":
+        return f"it would be too close to call (ship the cheaper, {name})"
+    if decision == "collect_labels":
+        return f"you would collect more labels for {name}"
+    return f"you would {DECISION_WORDS.get(decision, decision)} with {name}"
+
+
+def metric_scale(metric: str) -> float:
+    """The metric's maximum (1 for accuracy-like metrics, 100 for chrF and BLEU)."""
+    try:
+        from adaptlab.metrics import get_metric
+
+        return float(get_metric(metric).scale)
+    except Exception:  # noqa: BLE001 - an unknown metric reads as a [0, 1] one
+        return 1.0
+
+
+def fmt_metric(value: float, metric: str) -> str:
+    """A metric value at the precision its scale warrants: 0.853 (accuracy), 45.3 (chrF)."""
+    return f"{value:.1f}" if metric_scale(metric) > 1 else f"{value:.3f}"
+
+
+def fmt_points(diff: float, metric: str) -> str:
+    """A difference in points of the metric: x100 for [0, 1] metrics."""
+    return f"{diff * (100 if metric_scale(metric) <= 1 else 1):+.1f}"
+
+
+def fmt_p(p: float) -> str:
+    """A p-value as every output writes it: ``p = 0.012``, ``p < 0.001``."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def fmt_queries(q: float) -> str:
+    """A break-even volume: 'from the first query' below one query a month."""
+    return "from the first query" if q < 1 else f"at {fmt_num(q)} queries a month"
+
+
+def a_an(word: str) -> str:
+    """The article for ``word`` ("an accuracy target", "a chrF target")."""
+    return "an" if word[:1].lower() in "aeio" else "a"

@@ -15,6 +15,7 @@ from typing import Any
 from markupsafe import Markup
 
 from adaptlab.report import charts
+from adaptlab.recommend.text import fmt_p
 from adaptlab.report.data import ReportData
 from adaptlab.report.table import (fmt_ci, fmt_count, fmt_money, fmt_seconds, fmt_value,
                                    shorten)
@@ -58,7 +59,11 @@ def _duration(months: float) -> str:
 
 
 def break_even_text(data: ReportData) -> str:
-    """One sentence on the break-even volume of the best fine-tune against the best prompt."""
+    """The break-even sentence: the recommendation's (the same the terminal shows), else the one of the best
+    fine-tune against the best prompt."""
+    rec = data.recommendation
+    if rec is not None and rec.break_even:
+        return rec.break_even
     be = data.analysis.break_even if data.analysis else None
     if be is None:
         return "No break-even: the run needs both a finished prompt and a finished fine-tune."
@@ -86,7 +91,7 @@ def significance_text(data: ReportData) -> str | None:
     verdict = "significant" if sig.significant else "not significant"
     method = f" ({sig.method})" if getattr(sig, "method", "") else ""
     return (f"{sig.a} minus {sig.b}: {sig.diff:+.3f} [{sig.low:+.3f}, {sig.high:+.3f}] "
-            f"{getattr(sig, 'metric', '') or data.metric}, p = {sig.p_value:.3f}{method}: {verdict} "
+            f"{getattr(sig, 'metric', '') or data.metric}, {fmt_p(sig.p_value)}{method}: {verdict} "
             "at the 95% level.")
 
 

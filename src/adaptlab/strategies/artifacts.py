@@ -142,8 +142,17 @@ def load_adapted(directory: str | Path, binder: ModelBinder | None = None) -> Ad
     try:
         return _LOADERS[kind](Path(directory), data, binder or local_binder)
     except (KeyError, TypeError, ValueError) as e:
-        raise AdaptlabError(f"malformed {kind} artifact: {type(e).__name__}: {e}",
-                            file=Path(directory) / ARTIFACT_FILE) from None
+        raise malformed_artifact(kind, Path(directory) / ARTIFACT_FILE, e) from None
+
+
+def malformed_artifact(kind: str, path: Path, exc: Exception) -> AdaptlabError:
+    """The one-line error for an ``adapted.json`` that lacks a key or holds a value of the wrong type."""
+    if isinstance(exc, KeyError):
+        key = str(exc.args[0]) if exc.args else "?"
+        return AdaptlabError(f"malformed {kind} artifact: missing key '{key}'", file=path, field=key,
+                             hint="the folder was not written by adaptlab, or the file was edited")
+    return AdaptlabError(f"malformed {kind} artifact: {exc}", file=path,
+                         hint="the folder was not written by adaptlab, or the file was edited")
 
 
 def local_binder(model_name: str) -> LM:

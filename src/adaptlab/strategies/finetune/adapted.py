@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import adaptlab
 from adaptlab.errors import AdaptlabError
 from adaptlab.files import write_json_atomic
-from adaptlab.strategies.artifacts import ARTIFACT_FILE, ModelBinder, Prediction, artifact_path
+from adaptlab.strategies.artifacts import ARTIFACT_FILE, ModelBinder, Prediction, artifact_path, malformed_artifact
 from adaptlab.strategies.base import ArtifactKind, get_strategy
 from adaptlab.strategies.prompt.artifact import load_prompt_adapted
 
@@ -207,7 +207,7 @@ def load_finetuned(directory: Path, data: dict[str, Any], binder: ModelBinder) -
         method, weights, base_name = data["method"], data["weights"], data["model"]
         prompt = load_prompt_adapted(directory, data["prompt"], binder)
     except (KeyError, TypeError) as e:
-        raise AdaptlabError(f"malformed fine-tuned artifact: missing {e}", file=path) from None
+        raise malformed_artifact("fine-tuned", path, e) from None
     if weights not in ("adapter", "model", "merged"):
         raise AdaptlabError(f"unknown weights kind '{weights}'", file=path, field="weights")
     folder = artifact_path(directory, weights, field="weights")  # refuses a symlink leading outside

@@ -29,7 +29,7 @@ from adaptlab.errors import AdaptlabError, ConfigError, DataError
 from adaptlab.files import write_json_atomic
 from adaptlab.lm.base import Usage, no_kept_prefix
 from adaptlab.models.costs import peak_rss_bytes
-from adaptlab.strategies.artifacts import ARTIFACT_FILE, ModelBinder, Prediction, artifact_path
+from adaptlab.strategies.artifacts import ARTIFACT_FILE, ModelBinder, Prediction, artifact_path, malformed_artifact
 from adaptlab.strategies.base import ArtifactKind, FitContext, StrategyConfig, strategy
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ def load_probe(directory: Path, data: dict[str, Any], binder: ModelBinder) -> Em
             classes=[str(c) for c in data["classes"]], coef=weights["coef"], intercept=weights["intercept"],
             config=data.get("config", {}), fit_info=data.get("fit", {}))
     except (KeyError, TypeError) as e:
-        raise AdaptlabError(f"malformed embedding_probe artifact: missing {e}", file=path) from None
+        raise malformed_artifact("embedding_probe", path, e) from None
     except OSError as e:
         raise AdaptlabError(f"cannot read probe weights: {e}", file=path, field="weights") from None
 

@@ -30,7 +30,7 @@ from adaptlab.data.templates import render_input
 from adaptlab.errors import AdaptlabError
 from adaptlab.files import write_json_atomic
 from adaptlab.lm.base import LoglikelihoodRequest
-from adaptlab.strategies.artifacts import ARTIFACT_FILE, ModelBinder, Prediction, artifact_path
+from adaptlab.strategies.artifacts import ARTIFACT_FILE, ModelBinder, Prediction, artifact_path, malformed_artifact
 from adaptlab.strategies.base import ArtifactKind
 from adaptlab.strategies.prompt.calibration import (CONTENT_FREE, calibrate, content_free_prior, label_logits,
                                                     label_probs)
@@ -338,7 +338,7 @@ def load_prompt_adapted(directory: Path, data: dict[str, Any], binder: ModelBind
                                   order=knn_data.get("order", "similar_last"),
                                   seed=int(knn_data.get("seed", 0)))
     except (KeyError, TypeError) as e:
-        raise AdaptlabError(f"malformed prompt artifact: {e!r}", file=path) from None
+        raise malformed_artifact("prompt", path, e) from None
     model = adapted.model_name
     adapted.bind_lazily(lambda: binder(model))
     if cal.get("label_order") not in (None, adapted.label_keys):

@@ -1,0 +1,20 @@
+"""docs/reference.md is generated from the config models' field docs and must match them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adaptlab.cli.reference import reference_markdown
+
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
+
+
+def test_the_yaml_reference_is_current() -> None:
+    assert REFERENCE.read_text(encoding="utf-8") == reference_markdown(), (
+        "docs/reference.md is stale: run `python -m adaptlab.cli.reference > docs/reference.md`")
+
+
+def test_every_key_is_documented() -> None:
+    undocumented = [line.split("|")[1].strip() for line in reference_markdown().splitlines()
+                    if line.startswith("| `") and line.rstrip().endswith("|  |")]
+    assert not undocumented, undocumented
