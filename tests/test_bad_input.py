@@ -222,7 +222,7 @@ def test_wrong_encoding_names_line_and_suggests_the_option(tmp_path: Path) -> No
     (tmp_path / "train.jsonl").write_text(rows(10))
     (tmp_path / "test.jsonl").write_bytes(b'{"text": "ok", "label": "a"}\n{"text": "caf\xe9", "label": "b"}\n')
     out = run_cli("finetune", str(write_task(tmp_path)), "--out", str(tmp_path / "o"), "--n-train", "4")
-    assert_one_line_error(out, "test.jsonl:2", "0xe9", "encoding: latin-1")
+    assert_one_line_error(out, "test.jsonl:2", "0xe9", "`encoding: cp1252` (detected)")
 
 
 def test_missing_label_field(cli, tmp_path: Path) -> None:
@@ -332,7 +332,7 @@ def test_output_folder_that_cannot_be_written(tmp_path: Path, command: str) -> N
     blocker = tmp_path / "a-file"
     blocker.write_text("in the way")
     out = run_cli(command, task, "--out", str(blocker))
-    assert_one_line_error(out, str(blocker), "[out_dir]", "is a file")
+    assert_one_line_error(out, str(blocker), "[--out]", "is a file")
     out = run_cli(command, task, "--out", str(blocker / "sub"))
     assert_one_line_error(out, str(blocker / "sub"), "cannot write the output folder", "a parent of it is a file")
     assert blocker.read_text() == "in the way"

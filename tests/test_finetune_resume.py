@@ -39,7 +39,10 @@ def _env() -> dict[str, str]:
 
 
 def _checkpoint_steps(out: Path) -> list[int]:
-    root = out / "checkpoints"
+    """Checkpoints of a run in progress: in its partial folder (a run is moved into --out when complete)."""
+    from adaptlab.files import partial_dir
+
+    root = partial_dir(out) / "checkpoints"
     if not root.is_dir():
         return []
     return sorted(int(p.name.split("-")[1]) for p in root.glob("step-*") if (p / "state.json").is_file())
@@ -67,7 +70,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert victim.poll() is None, "the run finished before it could be killed"
     os.kill(victim.pid, signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
-    assert not (killed_out / "metrics.json").exists()
+    assert not (killed_out / "metrics.json").exists() and not killed_out.exists()  # nothing half-written in --out
     killed_at = max(_checkpoint_steps(killed_out))
     assert 8 <= killed_at < 30
 

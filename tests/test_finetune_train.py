@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptlab.errors import ConfigError
+from adaptlab.errors import ResourceError, ConfigError
 from adaptlab.strategies import (EmbeddingProbeConfig, FitContext, FullConfig, IA3Config, LoraConfig,
                                  PromptTuningConfig)
 from test_finetune_toy import one_thread_torch, write_toy_task
@@ -160,12 +160,17 @@ def test_run_single_writes_artifact_metrics_and_card(toy, tmp_path: Path) -> Non
     assert "tiny-random-llama" in card and "FLOPs formula" in card and "4N + 6T" in card
     assert not (out / "checkpoints").exists() and (out / "adapter" / "adapter_model.safetensors").is_file()
     assert load_adapted(out).weights == "merged"
-    # an earlier run's checkpoints are not silently overwritten
-    (out / "checkpoints" / "step-000001").mkdir(parents=True)
-    (out / "checkpoints" / "step-000001" / "state.json").write_text("{}")
-    with pytest.raises(ConfigError, match="resume"):
+    # an earlier run is kept: a second run into its folder is refused (unless --force)
+    with pytest.raises(ResourceError, match="--force"):
         run_single(task, "lora", {"epochs": 3}, ModelPool.of("tiny-random-llama"),
                    SingleRun(out_dir=out, n_train=16, progress=False))
+    # an interrupted run's checkpoints are not silently thrown away: --resume continues, --force starts over
+    from adaptlab.files import partial_dir
+
+    (partial_dir(tmp_path / "again") / "checkpoints" / "step-000001").mkdir(parents=True)
+    with pytest.raises(ResourceError, match="--resume"):
+        run_single(task, "lora", {"epochs": 3}, ModelPool.of("tiny-random-llama"),
+                   SingleRun(out_dir=tmp_path / "again", n_train=16, progress=False))
     with pytest.raises(ConfigError):
         run_single(task, "prompt_tuning", {"merge": True}, ModelPool.of("tiny-random-llama"),
                    SingleRun(out_dir=tmp_path / "x", progress=False))

@@ -32,7 +32,8 @@ def rows(n: int, prefix: str = "t") -> list[dict]:
 
 def as_text(report) -> str:
     console = Console(width=200, record=True, file=open("/dev/null", "w"))
-    for item in validation_report(report):
+    main, problems = validation_report(report)
+    for item in main + problems:
         console.print(item)
     return console.export_text()
 

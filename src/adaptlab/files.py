@@ -96,6 +96,35 @@ def partial_dir(target: str | Path) -> Path:
     return target.with_name(f".{target.name}.partial")
 
 
+def check_run_dir(target: str | Path, *, replace: bool = False, resume: bool = False, field: str = "--out") -> None:
+    """Whether a run may be written to ``target`` (see `staged_dir`), checked before any work: not a file, its
+    folder writable, an earlier run kept unless ``replace``/``resume``, an interrupted run's checkpoints kept
+    unless ``resume``/``replace``. Raises `ResourceError` naming ``target``."""
+    target = Path(target)
+    partial = partial_dir(target)
+    if target.exists() and not target.is_dir():
+        raise ResourceError("the output path is a file, not a folder", file=target, field=field,
+                            hint="choose a folder name that does not exist yet")
+    if target.is_dir() and any(target.iterdir()) and not (replace or resume):
+        raise ResourceError("already holds an earlier run (or other files), which is kept", file=target, field=field,
+                            hint="pass --force to replace it, or choose another --out")
+    if partial.exists() and not (resume or replace) and (partial / "checkpoints").is_dir():
+        raise ResourceError("an interrupted run left checkpoints here", file=partial, field=field,
+                            hint="pass --resume to continue it, or --force to start over")
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".adaptlab-write-test-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = "a parent of it is a file"
+        raise ResourceError(f"cannot write the output folder: {reason}", file=target, field=field,
+                            hint="choose a writable folder") from None
+
+
 @contextmanager
 def staged_dir(target: str | Path, *, replace: bool = False, resume: bool = False, primary: bool = True,
                field: str = "--out") -> Iterator[Path]:
@@ -110,18 +139,10 @@ def staged_dir(target: str | Path, *, replace: bool = False, resume: bool = Fals
         partial.mkdir(parents=True, exist_ok=True)
         yield partial
         return
-    if target.exists() and not target.is_dir():
-        raise ResourceError("the output path is a file, not a folder", file=target, field=field,
-                            hint="choose a folder name that does not exist yet")
-    if target.is_dir() and any(target.iterdir()) and not (replace or resume):
-        raise ResourceError("already holds an earlier run (or other files), which is kept", file=target, field=field,
-                            hint="pass --force to replace it, or choose another --out")
+    check_run_dir(target, replace=replace, resume=resume, field=field)
     if partial.exists():
         if resume:
             log.info("continuing the interrupted run in %s", partial)
-        elif (partial / "checkpoints").is_dir() and not replace:
-            raise ResourceError("an interrupted run left checkpoints here", file=partial, field=field,
-                                hint="pass --resume to continue it, or --force to start over")
         else:
             shutil.rmtree(partial)
     elif resume and (target / "checkpoints").is_dir():  # a run written before runs were staged

@@ -101,14 +101,17 @@ def detect_encoding(raw: bytes) -> str | None:
         from charset_normalizer import from_bytes
     except ImportError:  # pragma: no cover - a dependency of adaptlab
         return None
-    best = from_bytes(raw[:500_000]).best()
+    matches = from_bytes(raw[:500_000])
+    best = matches.best()
     if best is None:
         return None
-    try:  # single-byte code pages often agree on the bytes a file uses: prefer the most common one then
-        if raw.decode("cp1252") == raw.decode(best.encoding):
+    western = {"cp1252", "latin_1", "iso8859_1", "iso8859_15", "cp1250"}
+    if best.encoding in western or any(m.encoding in western - {"cp1250"} for m in matches):
+        try:  # Western single-byte text: cp1252 (a superset of latin-1 for text) is the likely one
+            raw.decode("cp1252")
             return "cp1252"
-    except (UnicodeDecodeError, LookupError):
-        pass
+        except UnicodeDecodeError:
+            pass
     return best.encoding
 
 
@@ -123,7 +126,9 @@ def read_text(path: Path, encoding: str | None = None, *, field_name: str | None
     raw = read_bytes(path, field_name=field_name)
     head = raw[:8192]
     bom16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
-    if b"\x00" in head and not bom16 and not (encoding or "").lower().startswith(("utf-16", "utf16", "utf-32")):
+    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13))
+    binary = b"\x00" in head and len(head) >= 64 and controls > 0.1 * len(head)
+    if binary and not bom16 and not (encoding or "").lower().startswith(("utf-16", "utf16", "utf-32")):
         raise DataError("not a text file (it holds NUL bytes): is this the data file you meant?", file=path,
                         field=field_name, hint="data files are CSV, TSV, JSONL, Parquet or plain text")
     enc = encoding or ("utf-16" if bom16 else "utf-8")

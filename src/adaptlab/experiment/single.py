@@ -20,7 +20,7 @@ from adaptlab.data.validate import check_templates
 from adaptlab.errors import DataError
 from adaptlab.evaluate import EvalResult, EvalSettings
 from adaptlab.experiment.cells import CellInputs, CellWork, fit_and_evaluate
-from adaptlab.files import staged_dir
+from adaptlab.files import check_run_dir, staged_dir
 from adaptlab.strategies import ModelPool, get_strategy
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,9 @@ def run_single(task: Task, strategy: str, options: Mapping[str, Any] | None, mod
     info = get_strategy(strategy)
     options = dict(options or {})
     config = info.parse(options)
+    primary = int(os.environ.get("RANK", "0")) == 0  # a multi-process launch: the main process owns the folder
+    if primary:
+        check_run_dir(run.out_dir, replace=run.force, resume=run.resume)  # before reading any data
     splits = load_splits(task, seed=run.seed)
     examples = seeded_sample(splits[run.split], run.limit, run.seed)
     if not examples:
@@ -70,7 +73,6 @@ def run_single(task: Task, strategy: str, options: Mapping[str, Any] | None, mod
     train = _training_examples(task, splits.train, splits.dev, config.learns_labels(), info.name, run)
     inputs = CellInputs(task=task, train=list(splits.train), dev=list(splits.dev), test=examples)
     log.info("fitting %s on %s (%d train, %d dev)", strategy, task.name, len(train), len(splits.dev))
-    primary = int(os.environ.get("RANK", "0")) == 0  # a multi-process launch: the main process owns the folder
     with staged_dir(run.out_dir, replace=run.force, resume=run.resume, primary=primary) as out:
         work = CellWork(strategy, options, train, run.seed, out, split=run.split, resume=run.resume,
                         progress=run.progress, keep_checkpoints=run.keep_checkpoints)

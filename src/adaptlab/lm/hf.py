@@ -112,8 +112,8 @@ class HFLM:
         self.batch_size = batch_size
         self.group_prefixes = group_prefixes
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        if next(model.parameters()).device != self.device:
-            self.model = model.to(self.device)
+        if any(p.device != self.device for p in model.parameters()):  # one device for every weight (a soft
+            self.model = model.to(self.device)                          # prompt may sit apart from its model)
         config = model.config
         limit = max_length or getattr(config, "max_position_embeddings", None) or 2048
         self.max_length = int(limit)

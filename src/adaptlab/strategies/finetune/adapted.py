@@ -217,7 +217,9 @@ def load_finetuned(directory: Path, data: dict[str, Any], binder: ModelBinder) -
         from peft import PeftModel
 
         base = load_model(base_name)
-        model = PeftModel.from_pretrained(base.model, str(folder), is_trainable=False).eval()
+        # the adapter on the base model's device (peft would otherwise put it on a GPU, the base on the CPU)
+        model = PeftModel.from_pretrained(base.model, str(folder), is_trainable=False,
+                                          torch_device=str(base.device)).eval()
         tokenizer = base.tokenizer
     else:
         loaded = load_model(str(folder))
