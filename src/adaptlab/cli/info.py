@@ -63,7 +63,6 @@ def validate_cmd(
     no_model: bool = typer.Option(False, "--no-model", help="Skip the context-length check."),
 ) -> None:
     """Check a task's data: rows, labels, duplicates, leakage, empty and over-long inputs."""
-    from adaptlab.cli.render import validation_report
     from adaptlab.data import load_task
     from adaptlab.data.validate import validate_task
 
