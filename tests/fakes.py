@@ -43,6 +43,7 @@ class ScriptedLM:
         self.good_prefix = good_prefix
         self.generations = dict(generations or {})
         self.n_params = n_params
+        self.max_length: int | None = 2048
         self.calls: list[int] = []
         """Number of requests in each loglikelihood call."""
         if tokenizer is not None:

@@ -46,6 +46,7 @@ class APILM:
         self.name = f"api:{config.model}"
         self.usage = Usage()
         self.n_params: int | None = None  # a server does not tell
+        self.max_length: int | None = config.context_length
         self._lock = threading.Lock()
         self._rng = random.Random()
         self._echo_ok: bool | None = False if config.logprobs == "off" else None

@@ -63,6 +63,8 @@ class APIConfig(ConfigModel):
     """Scoring: ``on`` uses echo+logprobs, ``off`` parses generations, ``auto`` probes the server once."""
     fallback_max_tokens: int = Field(16, ge=1)
     """Tokens generated per request when scoring falls back to parsing generations."""
+    context_length: int | None = Field(None, ge=1)
+    """The model's context window in tokens, when known (the server does not report it)."""
     bos_text: str = ""
     """Text prepended to every scoring prompt, e.g. the model's BOS token. llama-cpp-python's
     server shifts echoed logprobs by one token unless the prompt starts with the BOS token; for

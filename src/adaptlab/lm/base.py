@@ -76,6 +76,8 @@ class LM(Protocol):
     usage: Usage
     n_params: int | None
     """Parameters of one forward pass (FLOPs = 2 x n_params per token); None when unknown (an API model)."""
+    max_length: int | None
+    """The context window in tokens; None when unknown (strategies that fill the context assume 2,048)."""
 
     def keep_prefix(self) -> AbstractContextManager[bool]:
         """While active, keep the previous call's prompt prefix computed, as a serving engine's prefix cache does;
@@ -118,6 +120,7 @@ class NoModelLM:
         self.name = name
         self.usage = Usage()
         self.n_params: int | None = None
+        self.max_length: int | None = None
 
     keep_prefix = staticmethod(no_kept_prefix)
 

@@ -54,6 +54,7 @@ class EmbedderLM:
         self.name = embedder.name
         self.usage = Usage()
         self.n_params = int(sum(p.numel() for p in embedder.model.parameters()))
+        self.max_length: int | None = embedder.max_length
         self.tokenizer = embedder.tokenizer
 
     keep_prefix = staticmethod(no_kept_prefix)
