@@ -6,7 +6,9 @@ request is answered by generating a short text and *parsing* it (see `APILM.logl
 Generation uses ``/v1/completions`` or ``/v1/chat/completions``. Requests run concurrently on a
 thread pool, each with a timeout and bounded retries (exponential backoff with jitter, honouring a
 capped ``Retry-After``) on connection errors, timeouts, 429 and 5xx. The API key is read from an
-environment variable at call time and is never stored, logged or shown in a repr.
+environment variable at call time and is never stored, logged or shown in a repr. The token counts each
+answer's ``usage`` reports, what an API bills, are summed in ``usage.reported_input_tokens`` and
+``usage.reported_output_tokens``; answers without them are counted in ``usage.unreported_requests``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ from adaptlab.lm.base import ContinuationScores, LoglikelihoodRequest, Usage, no
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def _is_count(value: Any) -> bool:
+    """Whether a ``usage`` field holds a token count (a non-negative int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class APILM:
@@ -90,9 +97,10 @@ class APILM:
         key = os.environ.get(self.config.api_key_env, "")
         return text.replace(key, "***") if key else text
 
-    def _post(self, url: str, payload: dict[str, Any], *,
-              retry_statuses: frozenset[int] = RETRY_STATUSES) -> dict[str, Any]:
-        """POST JSON with bounded retries; the parsed JSON object, or BackendError."""
+    def _post(self, url: str, payload: dict[str, Any], *, retry_statuses: frozenset[int] = RETRY_STATUSES,
+              billed: bool = True) -> dict[str, Any]:
+        """POST JSON with bounded retries; the parsed JSON object, or BackendError. The ``usage`` of a ``billed``
+        request's successful answer is counted (`_report`); failed attempts count nothing."""
         cfg = self.config
         attempts = cfg.max_retries + 1
         last = "no attempt made"
@@ -114,6 +122,8 @@ class APILM:
                         last = f"malformed JSON in response ({exc})"
                     else:
                         self._bump("request_seconds", time.perf_counter() - start)
+                        if billed:
+                            self._report(body)
                         return body
                 elif response.status_code in retry_statuses:
                     last = f"HTTP {status}: {self._redact(server_message(response))}"
@@ -136,7 +146,21 @@ class APILM:
                            status=status, transport=transport,
                            hint="is the server running and reachable?" if transport else None)
 
+    def _report(self, body: dict[str, Any]) -> None:
+        """Add a response's reported ``usage`` to ``usage.reported_*`` (probes included: a server bills them); a
+        response without both counts is one more ``usage.unreported_requests``."""
+        usage = body.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        with self._lock:
+            self.usage.reported_input_tokens += usage_count(prompt)
+            self.usage.reported_output_tokens += usage_count(completion)
+            if not (_is_count(prompt) and _is_count(completion)):
+                self.usage.unreported_requests += 1
+
     def _account(self, body: dict[str, Any]) -> tuple[int, int]:
+        """Count one scoring or generation request (``usage.requests``) and its reported tokens (0 when missing)
+        in ``prompt_tokens``/``computed_tokens``/``generated_tokens``; (prompt, completion) tokens."""
         usage = body.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         prompt, completion = usage_count(usage.get("prompt_tokens")), usage_count(usage.get("completion_tokens"))
@@ -420,7 +444,7 @@ class APILM:
                 break
             url, payload = routes[route]
             try:
-                body = self._post(url, payload, retry_statuses=RETRY_STATUSES - {500})
+                body = self._post(url, payload, retry_statuses=RETRY_STATUSES - {500}, billed=False)
             except BackendError as exc:
                 if exc.transport or self._tokenize_route:
                     raise

@@ -56,6 +56,13 @@ class Usage:
     """Tokens actually run through the model (less than prompt_tokens when a prefix cache is reused)."""
     generated_tokens: int = 0
     seconds: float = 0.0
+    reported_input_tokens: int = 0
+    """Input tokens as a server's responses reported them (``usage.prompt_tokens``), what an API bills; 0 for
+    local backends."""
+    reported_output_tokens: int = 0
+    """Output tokens as a server's responses reported them (``usage.completion_tokens``)."""
+    unreported_requests: int = 0
+    """Server responses without (complete) usage: their tokens are missing from the reported counts."""
     extra: dict[str, float] = field(default_factory=dict)
 
     def add(self, other: "Usage") -> None:
@@ -63,6 +70,9 @@ class Usage:
         self.prompt_tokens += other.prompt_tokens
         self.computed_tokens += other.computed_tokens
         self.generated_tokens += other.generated_tokens
+        self.reported_input_tokens += other.reported_input_tokens
+        self.reported_output_tokens += other.reported_output_tokens
+        self.unreported_requests += other.unreported_requests
         self.seconds += other.seconds
         for k, v in other.extra.items():
             self.extra[k] = self.extra.get(k, 0.0) + v

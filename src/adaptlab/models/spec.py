@@ -2,7 +2,8 @@
 
 The spec is what an experiment (or a command line) says about a model; `adaptlab.lm.factory.build_lm` turns
 it into an `LM`, `adaptlab.models.loading.load_model` into trainable weights. `identity` is the part that
-changes results, so it enters cell keys: resuming against another server never reuses cells.
+changes results, so it enters cell keys: resuming against another server never reuses cells. A price
+changes what a run costs, not its results, so it stays out of `identity`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pydantic import Field, field_validator
 
 from adaptlab.config import ConfigModel, Invalid
 from adaptlab.models.convert import DEFAULT_MODEL
+from adaptlab.models.prices import TokenPrice, price_for
 
 BACKENDS = ("hf", "api", "vllm")
 
@@ -54,7 +56,7 @@ class ApiOptions(ConfigModel):
 class ModelSpec(ConfigModel):
     """A model and how to reach it."""
 
-    key_aliases = {"api_base": "base_url", "url": "base_url", "model": "name"}
+    key_aliases = {"api_base": "base_url", "url": "base_url", "model": "name", "pricing": "price"}
 
     name: str = DEFAULT_MODEL
     """Model name (``adaptlab models``), a Hugging Face id or a local folder; for ``api``, the name the server
@@ -78,6 +80,9 @@ class ModelSpec(ConfigModel):
     """Allow pickle (``.bin``) weights, which can run code when loaded (trusted sources only)."""
     batch_size: int = 32
     """Sequences scored at once by the local backend."""
+    price: TokenPrice | None = None
+    """$ per 1M input and output tokens of an API model; default: the pinned table's entry for ``name``, if any
+    (`adaptlab.models.prices`)."""
 
     @field_validator("base_url")
     @classmethod
@@ -99,6 +104,10 @@ class ModelSpec(ConfigModel):
         if v < 1:
             raise Invalid("batch_size must be >= 1")
         return v
+
+    def token_price(self) -> TokenPrice | None:
+        """The explicit ``price``, else the pinned table's price for ``name`` (None when neither is known)."""
+        return self.price if self.price is not None else price_for(self.name)
 
     def identity(self) -> dict[str, Any]:
         """What changes this model's results (part of cell keys); only non-default serving is named, so the keys

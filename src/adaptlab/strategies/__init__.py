@@ -16,13 +16,15 @@ from adaptlab.strategies.finetune.full import FullConfig
 from adaptlab.strategies.finetune.ia3 import IA3Config
 from adaptlab.strategies.finetune.lora import LoraConfig
 from adaptlab.strategies.finetune.prompt_tuning import PromptTuningConfig
+from adaptlab.strategies.finetune.setfit import SetFitConfig
 from adaptlab.strategies.prompt.calibrate import CalibrateConfig
 from adaptlab.strategies.prompt.few_shot import FewShotConfig
+from adaptlab.strategies.prompt.many_shot import ManyShotConfig
 from adaptlab.strategies.prompt.prompt_search import PromptSearchConfig
 from adaptlab.strategies.prompt.zero_shot import ZeroShotConfig
 
 __all__ = ["ARTIFACT_FILE", "DEFAULT_ROLE", "FAMILIES", "Adapted", "ArtifactKind", "CalibrateConfig",
            "EmbeddingProbeConfig", "FewShotConfig", "FitContext", "FullConfig", "IA3Config", "LabelUse", "LoraConfig",
-           "ModelBinder", "ModelPool", "NotMainProcess", "Prediction", "PromptSearchConfig", "PromptTuningConfig", "StrategyConfig",
-           "StrategyInfo", "ZeroShotConfig", "family_of", "get_strategy", "load_adapted", "read_artifact_json",
-           "register_artifact", "register_strategy", "strategy", "strategy_names"]
+           "ManyShotConfig", "ModelBinder", "ModelPool", "NotMainProcess", "Prediction", "PromptSearchConfig",
+           "PromptTuningConfig", "SetFitConfig", "StrategyConfig", "StrategyInfo", "ZeroShotConfig", "family_of", "get_strategy",
+           "load_adapted", "read_artifact_json", "register_artifact", "register_strategy", "strategy", "strategy_names"]

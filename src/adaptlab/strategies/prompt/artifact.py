@@ -273,7 +273,16 @@ class PromptAdapted:
                       "calibration": self.calibration.mode},
             "fit": {k: v for k, v in info.items() if k != "search"},
             "search": info.get("search"),
+            "labels": self.labels_read(),
         }
+
+    def labels_read(self) -> dict[str, int]:
+        """Labelled examples this prompt was built from: ``train`` (its demonstrations, a kNN pool, or what the
+        fit recorded as ``labels_read``) and ``dev`` (the dev sample a search scored)."""
+        info = self.fit_info
+        shown = len(self.knn.pool) if self.knn is not None else len(self.demos)
+        dev = (info.get("search") or {}).get("dev_n", 0)
+        return {"train": int(info.get("labels_read", shown)), "dev": int(dev)}
 
     # -- persistence ---------------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

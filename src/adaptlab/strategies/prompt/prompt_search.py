@@ -126,6 +126,7 @@ def fit_search(cfg: PromptSearchConfig, task: Task, train: Sequence[Example], de
         if cfg.k > 0:
             pool = demo_pool(task, train)
             demo_sets = [select_demos(cfg, task, pool, seed + s) for s in range(cfg.n_demo_sets)]
+            meter.extra["labels_read"] = len(pool)  # the demonstration sets are drawn from the whole pool
         combos = list(itertools.product(range(len(instr)), range(len(answer)), range(len(inputs)),
                                         range(len(demo_sets))))
         if len(combos) > cfg.max_candidates:
