@@ -45,6 +45,7 @@ def test_learning_curves_mean_spread_and_failed_cells_ignored():
     assert [p.n_train for p in lora.points] == [16, 64]  # the failed n=256 cell is gone
     p16 = lora.points[0]
     assert p16.mean == pytest.approx(0.6) and p16.std == pytest.approx(0.1)  # sample std
+    assert p16.labels == 16  # labels used: n_train when the cells did not record them
     assert (p16.low, p16.high, p16.n_seeds) == (0.5, 0.7, 3)
     assert lora.points[1].std == 0.0
     assert [p.n_train for p in curves[0].points] == [8] and curves[1].points[0].n_train == 0
@@ -81,6 +82,8 @@ def test_prompt_worth_log_interpolation_known_answer():
     assert c.n_high == pytest.approx(64 * 4 ** (0.09 / 0.12))
     assert 64 < c.n_low < c.n < c.n_high < 256
     assert "128" in c.note and "few_shot k=8" in c.note
+    assert c.labels == pytest.approx(c.n) and (c.labels_low, c.labels_high) == pytest.approx((c.n_low, c.n_high))
+    assert c.target_labels == 8
 
 
 def test_prompt_worth_never_and_from_the_start():
@@ -105,17 +108,18 @@ def test_crossing_from_n_zero_is_linear_in_n():
        st.lists(st.floats(0, 1), min_size=8, max_size=8),
        st.lists(st.floats(0, 0.2), min_size=8, max_size=8), st.floats(0, 1))
 def test_crossing_lies_between_bracketing_sizes(ns, values, widths, target):
+    """The crossing is where the curve reaches the target and stays there up to the largest size."""
     ns = sorted(ns)
     values = values[:len(ns)]
     n, _ = crossing(ns, values, target)
-    first = next((i for i, v in enumerate(values) if v >= target), None)
-    if first is None:
+    last_below = max((i for i, v in enumerate(values) if v < target), default=None)  # stays above after it
+    if last_below == len(ns) - 1:
         assert n is None
         return
-    if first == 0:
+    if last_below is None:
         assert n == ns[0]
     else:
-        assert ns[first - 1] <= n <= ns[first] * (1 + 1e-12)
+        assert ns[last_below] <= n <= ns[last_below + 1] * (1 + 1e-12)
     # a curve above everywhere crosses no later, one below no earlier
     high = [v + w for v, w in zip(values, widths)]
     low = [v - w for v, w in zip(values, widths)]
@@ -244,7 +248,9 @@ def test_compare_best_pools_seeds_and_representative():
     table = {c.key: correct_rows(c) for c in ft + pr}
     fb, pb = best_from(ft, "finetune"), best_from(pr, "prompt")
     sig = compare_best(fb, pb, table.__getitem__)
-    assert sig.diff == pytest.approx(0.8 - 0.5) and sig.n == 200 and "3 vs 3 seeds" in sig.method
+    assert sig.diff == pytest.approx(0.8 - 0.5) and sig.n == 200
+    assert sig.method == "hierarchical paired bootstrap over 3 vs 3 seeds and 200 shared examples"
+    assert (sig.seeds_a, sig.seeds_b) == (3, 3)
     assert sig.significant and sig.a == "lora r=8" and sig.b == "few_shot k=8"
     assert representative(fb).seed == 2  # 0.8 is the mean
     # only examples every cell has are paired
@@ -252,6 +258,19 @@ def test_compare_best_pools_seeds_and_representative():
     assert compare_best(fb, pb, table.__getitem__).n == 50
     with pytest.raises(ValueError):
         compare_best(fb, pb, lambda key: [])
+
+
+def test_compare_best_on_a_corpus_metric_says_seeds_are_not_resampled():
+    gold = ["pos"] * 50 + ["neg"] * 50
+    ft = [cell("a", "lora", 64, s, 1.0, metric="macro_f1") for s in range(3)]
+    pr = [cell("b", "few_shot", 8, s, 1 / 3, metric="macro_f1") for s in range(3)]
+    table = {c.key: [PredictionRow(c.key, str(i), "", g, g if c.strategy == "lora" else "pos",
+                                   float(c.strategy == "lora" or g == "pos")) for i, g in enumerate(gold)]
+             for c in ft + pr}
+    sig = compare_best(best_from(ft, "finetune"), best_from(pr, "prompt"), table.__getitem__)
+    assert sig.significant and (sig.seeds_a, sig.seeds_b) == (1, 1)
+    assert sig.method.startswith("paired bootstrap on 100 shared examples, seed 0 vs seed 0")
+    assert sig.method.endswith("(the cells nearest each side's mean of 3 vs 3 seeds; seeds not resampled)")
 
 
 # -- sensitivity -------------------------------------------------------------------------------
@@ -267,7 +286,7 @@ def test_sensitivity_templates_and_seeds():
     cells += [cell("few_shot k=4", "few_shot", 4, 0, 0.1, options=other)]
     cells += ft_curve({64: [0.9, 0.5]})  # fine-tunes are not prompt sensitivity
     rows_ = sensitivity(cells)
-    (tmpl,) = [r for r in rows_ if r.across == "templates"]
+    (tmpl,) = [r for r in rows_ if r.across == "formats"]
     assert tmpl.n_train == 8 and tmpl.strategy == "few_shot k=8"
     assert tmpl.variants == ["few_shot k=8 Answer:", "few_shot k=8 Label:", "few_shot k=8 Sentiment:"]
     assert tmpl.values == pytest.approx([0.65, 0.5, 0.85])
@@ -299,7 +318,9 @@ def test_analyze_end_to_end_json_and_failed_cells():
     assert all(c.ok for c in an.cells)
     d = an.to_dict()
     text = json.dumps(d, allow_nan=False)
-    assert "cells" not in d and d["best_finetune"]["cells"][0]["key"] == ft[4].key
+    assert "cells" not in d and "rows" not in d and d["best_finetune"]["cells"][0]["key"] == ft[4].key
+    assert {i["method"] for i in d["intervals"]} == {"95% hierarchical bootstrap over seeds and test examples"}
+    assert d["baseline"]["value"] == 1.0 and d["assumptions"][0] == "Hardware at $3.60 per hour (training too)."
     assert json.loads(text)["scenario"]["price_per_hour"] == 3.6
     # label budget: only n <= 64 fine-tunes count; no predictions -> a note, not a crash
     limited = analyze(ft + pr, lambda key: [], Scenario(price_per_hour=3.6, labels_available=64))

@@ -150,8 +150,9 @@ def test_finetune_then_predict_round_trip_on_demo(method, tmp_path, tiny_loaded)
 
     task_file = str(resources.files("adaptlab") / "demo" / "task.yaml")
     art = tmp_path / method
+    steps = [] if method == "embedding_probe" else ["--set", "min_steps=null"]  # one epoch as written
     out = run_cli("finetune", task_file, "--model", "tiny-random-llama", "--method", method,
-                  "--n-train", "16", "--epochs", "1", "--limit", "12", "--out", str(art))
+                  "--n-train", "16", "--epochs", "1", "--limit", "12", "--out", str(art), *steps)
     assert out.returncode == 0, out.stderr
     metrics = json.loads((art / "metrics.json").read_text())
     assert metrics["n"] == 12 and metrics["strategy"] == method

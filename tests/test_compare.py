@@ -163,7 +163,9 @@ def test_full_run_writes_every_cell_once(runs: SimpleNamespace) -> None:
                (runs.ref_dir / "cells" / f / "metrics.json").is_file() for f in folders)
     # the printed table and headline
     assert "few_shot k=2 balanced" in out and "embedding_probe" in out and "Best fine-tune" in out
-    assert "break-even" in out.lower() or "from the first query" in out  # the recommendation's break-even sentence
+    # the recommendation's break-even sentence, or (the tiny random model's prompts sit at chance) why a family
+    # was left out: a variant no better than the majority baseline is never recommended while another is
+    assert "break-even" in out.lower() or "from the first query" in out or "no better than guessing" in out, out
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(runs: SimpleNamespace) -> None:

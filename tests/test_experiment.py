@@ -230,9 +230,14 @@ def test_shipped_experiments_parse_and_expand(path: Path, shared_data: Path) -> 
     assert cells and len({c.key for c in cells}) == len(cells)
     assert len(inputs.test) == (cfg.limit or len(inputs.test))
     strategies = {c.strategy for c in cells}
-    if path.stem != "demo":
-        assert {"zero_shot", "few_shot", "calibrate", "lora", "prompt_tuning", "embedding_probe"} <= strategies
-        assert {c.n_train for c in cells if c.strategy == "lora"} == {16, 64, 256, 1024}
+    if path.stem != "demo":  # the fair comparison of issue 14: both arms on the same labels, several formats
+        assert {"zero_shot", "few_shot", "many_shot", "lora", "setfit", "embedding_probe"} <= strategies
+        sizes = {16, 64, 256}
+        for strategy in ("lora", "many_shot", "setfit", "embedding_probe"):
+            assert {c.n_train for c in cells if c.strategy == strategy} == sizes, strategy
+        assert {c.n_train for c in cells if c.options.get("selection") == "knn"} == sizes  # kNN at every size
+        assert {c.options.get("select_on_dev") for c in cells if c.strategy == "lora"} == {True, False}
+        assert {c.options.get("format") for c in cells if c.strategy == "zero_shot"} == {"chat", "plain"}
         assert {c.seed for c in cells} == {0, 1, 2} and cfg.limit == 200
 
 

@@ -30,7 +30,7 @@ def test_two_process_ddp_on_cpu_trains_and_writes_artifact(tmp_path: Path) -> No
            "-m", "adaptlab", "finetune", str(task_path), "--model", "tiny-random-llama", "--method", "lora",
            "--n-train", "48", "--epochs", "2", "--out", str(out), "--limit", "4",
            "--set", "batch_size=4", "--set", "learning_rate=1e-2", "--set", "log_every=1",
-           "--set", "eval_limit=4"]
+           "--set", "eval_limit=4", "--set", "min_steps=null"]  # the 2 epochs as written
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("artifact: ") == 1  # only the main process evaluates and reports

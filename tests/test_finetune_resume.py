@@ -18,12 +18,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _cmd(task: Path, out: Path, *extra: str) -> list[str]:
+    # 48 examples at batch 8: 6 steps an epoch; 3 epochs (18 steps) are below min_steps=30, raised to 5 epochs (30
+    # steps): the resumed run must plan the same raised schedule
     sets = {"batch_size": 8, "save_every": 2, "eval_every": 6, "eval_limit": 8, "learning_rate": 1e-2,
-            "rank": 4, "log_every": 1}
+            "rank": 4, "log_every": 1, "min_steps": 30}
     # the `adaptlab finetune` command (`python -m adaptlab`, as under `accelerate launch -m adaptlab`);
     # its progress bars only draw on a terminal, and these runs write to pipes
     cmd = [sys.executable, "-m", "adaptlab", "finetune", str(task), "--model", "tiny-random-llama",
-           "--method", "lora", "--n-train", "48", "--epochs", "5", "--out", str(out), "--limit", "4",
+           "--method", "lora", "--n-train", "48", "--epochs", "3", "--out", str(out), "--limit", "4",
            "--keep-checkpoints"]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
@@ -84,6 +86,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     b = json.loads((killed_out / "adapted.json").read_text())["train"]
     assert b["cost"]["resumed_from"] and b["cost"]["resumed_from"][0] >= 8
     assert a["cost"]["steps"] == b["cost"]["steps"] == 30
+    assert a["cost"]["total_steps"] == b["cost"]["total_steps"] == 30
+    assert a["cost"]["epochs_planned"] == b["cost"]["epochs_planned"] == a["cost"]["epochs_completed"] == 5
     assert b["final_dev"]["dev_loss"] == pytest.approx(a["final_dev"]["dev_loss"], abs=1e-5)
     assert b["final_dev"]["dev_metric"] == a["final_dev"]["dev_metric"]
     ma = json.loads((full_out / "metrics.json").read_text())

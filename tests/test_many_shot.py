@@ -48,7 +48,8 @@ def test_uses_exactly_the_largest_number_that_fits(max_length, share):
     assert adapted.fit_info["prefix_tokens"] == prefix_tokens(adapted, adapted.demos, lm) <= budget
     assert prefix_tokens(adapted, full[:k + 1], lm) > budget  # one more would not fit
     info = adapted.fit_info
-    assert (info["pool"], info["labels_read"], info["budget_tokens"]) == (len(TRAIN), k, budget)
+    # balanced selection reads every label of the pool to alternate the classes
+    assert (info["pool"], info["labels_read"], info["budget_tokens"]) == (len(TRAIN), len(TRAIN), budget)
 
 
 def test_budget_grows_with_the_share_and_defaults_to_2048():
@@ -132,7 +133,9 @@ def test_max_k_caps():
     task = sentiment_task()
     capped = ManyShotConfig(max_k=4).fit(task, TRAIN, [], FitContext.of(scripted()))
     assert len(capped.demos) == capped.fit_info["k_used"] == 4 and capped.demos == balanced_order(task, TRAIN, 0)[:4]
-    assert capped.cost()["labels"]["train"] == 4 and capped.fit_info["pool"] == len(TRAIN)
+    assert capped.cost()["labels"]["train"] == len(TRAIN) and capped.fit_info["pool"] == len(TRAIN)
+    shown = ManyShotConfig(max_k=4, selection="random").fit(task, TRAIN, [], FitContext.of(scripted()))
+    assert shown.cost()["labels"]["train"] == 4  # random selection reads only the labels it shows
     # the budget still rules below the cap, and a cap above the pool uses the pool
     assert len(ManyShotConfig(max_k=100).fit(task, TRAIN, [], FitContext.of(scripted(60))).demos) == 6
     assert len(ManyShotConfig(max_k=100).fit(task, TRAIN, [], FitContext.of(scripted())).demos) == len(TRAIN)
@@ -213,7 +216,7 @@ def test_grid_gives_a_cell_per_training_size(tmp_path: Path):
 @pytest.mark.parametrize("n_train", [4, 8, 12])
 def test_labels_counted_are_the_demonstrations_used(tmp_path: Path, n_train):
     task, lm = sentiment_task(), scripted(70)
-    adapted = ManyShotConfig().fit(task, TRAIN[:n_train], [], FitContext.of(lm))
+    adapted = ManyShotConfig(selection="random").fit(task, TRAIN[:n_train], [], FitContext.of(lm))
     used = len(adapted.demos)
     assert adapted.cost()["labels"] == {"train": used, "dev": 0} and adapted.fit_info["k_used"] == used
     assert adapted.fit_info["pool"] == n_train

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -280,3 +281,16 @@ def test_predict_reads_csv_and_tsv_inputs_and_writes_the_input_text(quick_run, t
     (tmp_path / "bad.csv").write_text("body\nwhere\n")
     one_line_error(adaptlab("predict", str(folder / "run" / "best"), "--input", str(tmp_path / "bad.csv")),
                    "bad.csv", "[text]", "no input row has")
+
+
+def test_validate_checks_an_experiment_file_and_counts_its_cells(tmp_path: Path) -> None:
+    """`adaptlab validate EXP.yaml` expands the grid (sizes, seeds, options) before any compute and lists the
+    cells per variant; a size beyond the data is the usual one-line error naming the file and line."""
+    out = adaptlab("validate", str(REPO / "experiments" / "demo.yaml"), "--no-model")
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert "experiments/demo.yaml" in first and " cells, " in first and "196 test examples each" in first
+    assert re.search(r"^\s+1\s+zero_shot$", out.stdout, re.M)  # no labels: one cell
+    bad = tmp_path / "exp.yaml"
+    bad.write_text((REPO / "experiments" / "demo.yaml").read_text().replace("[32, 128, all]", "[32, 100000]"))
+    one_line_error(adaptlab("validate", str(bad), "--no-model"), "exp.yaml:7", "train_sizes", "100000")

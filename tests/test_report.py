@@ -243,7 +243,7 @@ def test_rebuild_replaces_best_and_collect_labels_note(built):
 
     run_dir, _, _ = built
     (run_dir / "best" / "stale.txt").write_text("old")
-    paths = build_report(run_dir, Scenario(**SCENARIO, accuracy_target=0.95))
+    paths = build_report(run_dir, Scenario(**SCENARIO, accuracy_target=0.88))
     rec = _strict_json(paths.results_json)["recommendation"]
     assert rec["decision"] == "collect_labels", rec
     assert not (paths.best_dir / "stale.txt").exists()
@@ -303,3 +303,54 @@ def test_cli_report_without_a_run_is_one_line_error(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "no adaptlab run" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_report_shows_format_spread_labels_used_and_cost_assumptions(tmp_path, tmp_path_factory):
+    """Prompts in two formats, a fine-tune that read 100 dev labels, a priced label: the page shows the format
+    spread (both formats' scores), learning curves over labels used, and the cost assumptions."""
+    from adaptlab.analysis import analyze
+    from adaptlab.experiment.store import RunStore
+    from adaptlab.report import build_report
+    from adaptlab.report import charts
+
+    labels = _labels()
+    artifact = prompt_artifact(tmp_path_factory)
+    metrics_doc = json.loads((artifact / "metrics.json").read_text())
+    scenario = {**SCENARIO, "price_per_label": 0.5}
+    grid = [("zero_shot format=chat", "zero_shot", {"format": "chat"}, 0, 0, {0: 0.625}),
+            ("zero_shot format=plain", "zero_shot", {"format": "plain"}, 0, 0, {0: 0.525}),
+            ("lora", "lora", {}, 16, 116, {0: 0.55, 1: 0.575}),
+            ("lora", "lora", {}, 64, 164, {0: 0.75, 1: 0.80})]
+    cells = []
+    store = RunStore(tmp_path)
+    try:
+        store.save_experiment({"name": "formats", "task": "builtin:demo", "model": "tiny-random-llama",
+                               "scenario": scenario, "strategies": []}, {"logical_cores": 2})
+        for variant, strategy, options, n, used, seeds in grid:
+            for seed, value in seeds.items():
+                key = hashlib.sha256(f"{variant}|{n}|{seed}".encode()).hexdigest()
+                rows = _predictions(key, value, seed, labels)
+                rel = f"cells/{key[:12]}"
+                shutil.copytree(artifact, tmp_path / rel)
+                rec = CellRecord(key, strategy, options, n, seed, variant, value=sum(r.score for r in rows) / N_TEST,
+                                 ci_low=0.4, ci_high=0.9, n_test=N_TEST, train_seconds=30.0 if n else 0.0,
+                                 query_seconds=0.05, artifact_dir=rel, labels_used=used)
+                store.put_cell(rec, rows, metrics_doc)
+                cells.append(rec)
+    finally:
+        store.close()
+    paths = build_report(tmp_path)
+    page = paths.html.read_text(encoding="utf-8")
+    assert 'id="chart-formats"' in page and "Format spread" in page
+    chat, plain = (sum(r.score for r in _predictions(hashlib.sha256(f"zero_shot format={f}|0|0".encode()).hexdigest(),
+                                                   v, 0, labels)) / N_TEST for f, v in (("chat", 0.625), ("plain", 0.525)))
+    assert f"zero_shot format=chat: {chat:.3f}" in page and f"zero_shot format=plain: {plain:.3f}" in page
+    assert 'id="assumptions"' in page and "Labels at $0.50 each" in page
+    assert "164 (64 training + 100 read on dev)" in page  # the comparison table counts dev labels
+    # the learning curves' x axis is labels used: the lora points sit at 116 and 164, not 16 and 64
+    analysis = analyze(cells, lambda key: [], Scenario(**scenario))
+    fig = charts.learning_curves(analysis.curves, charts.color_map([(c.variant, c.family) for c in cells]),
+                                 "accuracy")
+    lora = [t for t in fig.data if t.name == "lora" and t.mode == "lines+markers"]
+    assert list(lora[0].x) == [116.0, 164.0]
+    assert fig.layout.xaxis.title.text.startswith("labels used")

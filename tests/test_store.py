@@ -50,7 +50,7 @@ def full_record(key: str = "k" * 64) -> CellRecord:
         peak_memory_bytes=123_456_789_012, trainable_params=4096, artifact_bytes=2048,
         query_prompt_tokens=412.5, query_flops=1.1e11, query_seconds=0.0625, artifact_dir="cells/kkkk",
         report={"labels": ["pos", "neg"], "confusion": [[1, 0], [1, 1]], "nan": math.nan, "ü": "é"},
-        extra={"history": [{"step": 1, "score": 0.5}]},
+        extra={"history": [{"step": 1, "score": 0.5}]}, labels_used=108,
     )
 
 
@@ -112,7 +112,7 @@ def test_put_cell_replaces_row_and_predictions(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM predictions").fetchone()[0] == 5
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
 
 
 def test_failed_write_rolls_back_to_old_state(tmp_path: Path) -> None:
@@ -187,16 +187,71 @@ def test_schema_1_run_is_migrated_on_open(tmp_path: Path) -> None:
         store.put_cell(rec, preds(rec.key, 3), {"metric": "macro_f1"})
     conn = sqlite3.connect(tmp_path / "adaptlab.db")
     conn.execute("ALTER TABLE cells DROP COLUMN family")
+    conn.execute("ALTER TABLE cells DROP COLUMN labels_used")
     conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     with RunStore(tmp_path, create=False) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == 3
         (got,) = store.cells()
-    assert got.family == "prompt" and _same(got.to_dict(), rec.to_dict())
+    assert got.family == "prompt" and got.labels_used is None and got.labels == rec.n_train
+    assert _same(got.to_dict(), {**rec.to_dict(), "labels_used": None})
     conn = sqlite3.connect(tmp_path / "adaptlab.db")
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
-    assert conn.execute("SELECT family FROM cells").fetchall() == [("prompt",)]
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
+    assert conn.execute("SELECT family, labels_used FROM cells").fetchall() == [("prompt", None)]
+
+
+def _schema_2_run(folder: Path, rec: CellRecord) -> None:
+    """A run database as schema 2 wrote it: no ``labels_used`` column."""
+    with RunStore(folder) as store:
+        store.put_cell(rec, preds(rec.key, 3), {"metric": "macro_f1"})
+    conn = sqlite3.connect(folder / "adaptlab.db")
+    conn.execute("ALTER TABLE cells DROP COLUMN labels_used")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+
+def test_schema_2_run_is_migrated_to_3(tmp_path: Path) -> None:
+    """A run written before cells recorded the labels they used (schema 2) gains ``labels_used``: NULL for its old
+    cells (their ``labels`` fall back to n_train), stored for cells written afterwards."""
+    old = full_record()
+    _schema_2_run(tmp_path, old)
+    with RunStore(tmp_path) as store:
+        assert store.schema_version == 3
+        (got,) = store.cells()
+        assert got.labels_used is None and got.labels == old.n_train == 8
+        assert _same(got.to_dict(), {**old.to_dict(), "labels_used": None})
+        new = replace(full_record("n" * 64), labels_used=8 + 100)
+        store.put_cell(new, preds(new.key, 2))
+    with RunStore(tmp_path, create=False) as store:
+        by_key = {c.key: c for c in store.cells()}
+    assert by_key[new.key].labels_used == 108 and by_key[new.key].labels == 108
+    assert by_key[old.key].labels_used is None
+    conn = sqlite3.connect(tmp_path / "adaptlab.db")
+    try:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(cells)")]
+    finally:
+        conn.close()
+    assert columns.count("labels_used") == 1
+
+
+def test_schema_2_run_reads_from_a_read_only_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read-only, a schema 2 run is read as it is (not migrated): ``labels_used`` reads as None."""
+    rec = full_record()
+    _schema_2_run(tmp_path, rec)
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)  # as a read-only folder looks (even to root)
+    with RunStore(tmp_path, create=False) as store:
+        assert store.readonly and store.schema_version == 2
+        (got,) = store.cells()
+    monkeypatch.undo()
+    assert got.labels_used is None and got.labels == rec.n_train
+    conn = sqlite3.connect(tmp_path / "adaptlab.db")
+    try:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    finally:
+        conn.close()
 
 
 READONLY_CHECK = """

@@ -8,13 +8,22 @@ Cost conventions (per query = one test input answered):
 
 * ``query_flops``: 2·N·(prompt + scored tokens) of one query served alone (`adaptlab.models.costs`).
 * ``query_seconds``: measured median single-query latency (``latency_p50_s``; falls back to the
-  batched seconds per query when the median was not measured).
+  batched seconds per query when the median was not measured). This is what a latency budget checks.
+* ``latency_low``/``latency_high`` (`CellRecord.latency_interval`): a 95% interval of that median from the
+  repeated single-query timings (``latency_p50_low_s``/``latency_p50_high_s``), when measured.
+* Serving seconds per query (`CellRecord.serving_seconds`): what a deployment pays for, under
+  ``Scenario.serving``: ``batched`` (default) = 1 / the measured batched throughput (queries per second at
+  the best batch size the evaluation found, ``throughput_qps``); ``single`` = the single-query latency.
 * Under a scenario with ``prefix_cache`` (the serving engine keeps prompt prefixes, as vLLM and
   llama.cpp servers do), `CellRecord.served` swaps in the warm latency (``latency_p50_warm_s``) and the
   FLOPs actually computed per query in the batched run (``flops_amortized``) where they were measured.
 * ``train_seconds`` / ``train_flops``: the one-off cost of adapting (fine-tuning; for prompt
   strategies their fit: calibration passes, prompt search, embedding the demo pool).
-* Money: seconds x the scenario's price per hour of the hardware the run used (``Scenario.hour_price``).
+* Labels: ``labels_used`` = training labels + every dev label the cell read (checkpoint selection, early
+  stopping, calibration, prompt search); x ``Scenario.price_per_label`` they are a one-off cost.
+* Money: serving seconds x the scenario's price per hour of the hardware the run used; for a model behind
+  a priced API (a ``token_price`` stored with the cell, or the scenario's), the tokens the API reported x
+  its $ per 1M input/output tokens instead.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator
 
 from adaptlab.config import ConfigModel, Invalid
+from adaptlab.models.prices import TokenPrice
 
 Family = str
 """A strategy family: ``prompt`` or ``finetune`` (`adaptlab.strategies.FAMILIES`)."""
@@ -66,6 +76,14 @@ class Scenario(ConfigModel):
     """The serving engine keeps prompt prefixes between queries (vLLM automatic prefix caching, llama.cpp
     ``cache_prompt``): a few-shot prompt's demonstrations are computed once, not per query. False (the default)
     prices every query computed in full."""
+    price_per_label: float = Field(0.0, ge=0)
+    """$ per labelled example (annotation cost); every label a variant used, dev labels included, is paid once."""
+    serving: Literal["batched", "single"] = "batched"
+    """How queries are served for cost: ``batched`` at the measured best throughput (how a deployment runs), or
+    ``single`` (one request at a time: the single-query latency is the cost)."""
+    token_price: TokenPrice | None = None
+    """$ per 1M input/output tokens of an API model, overriding the price stored with the run (from the pinned
+    table or the model's ``price``)."""
 
     model_config = ConfigDict(strict=True)
 
@@ -133,6 +151,9 @@ class CellRecord:
     """Anything else from metrics.json worth keeping (search history, fit info)."""
     family: Family = ""
     """The strategy's family when the cell ran (empty: looked up in the registry)."""
+    labels_used: int | None = None
+    """Training labels + every dev label the cell read (None: not recorded, a run from before labels were
+    counted; `labels` then falls back to ``n_train``)."""
 
     def __post_init__(self) -> None:
         if not self.family:
@@ -141,6 +162,46 @@ class CellRecord:
     @property
     def ok(self) -> bool:
         return self.status == "done" and not math.isnan(self.value)
+
+    @property
+    def labels(self) -> int:
+        """Labels the cell used: ``labels_used``, or ``n_train`` when it was not recorded."""
+        return self.n_train if self.labels_used is None else self.labels_used
+
+    def query_info(self) -> dict[str, Any]:
+        """The evaluator's per-query cost document (``metrics.json`` ``cost.query``; empty when absent)."""
+        return dict((self.extra.get("cost") or {}).get("query") or {})
+
+    def latency_interval(self) -> tuple[float, float]:
+        """95% interval of the single-query median latency (``query_seconds`` twice when not measured)."""
+        q = self.query_info()
+        low, high = q.get("latency_p50_low_s"), q.get("latency_p50_high_s")
+        if _finite(low) and _finite(high) and not self.extra.get("served_warm"):
+            return float(low), float(high)
+        if self.extra.get("served_warm"):
+            wl, wh = q.get("latency_p50_warm_low_s"), q.get("latency_p50_warm_high_s")
+            if _finite(wl) and _finite(wh):
+                return float(wl), float(wh)
+        return self.query_seconds, self.query_seconds
+
+    def serving_seconds(self, scenario: Scenario) -> float:
+        """Seconds of hardware per query as ``scenario`` serves it (module docstring)."""
+        if scenario.serving == "batched":
+            qps = self.query_info().get("throughput_qps")
+            if _finite(qps) and qps > 0:
+                return 1.0 / float(qps)
+            seconds = self.query_info().get("latency_s")
+            if _finite(seconds) and seconds > 0:
+                return float(seconds)
+        return self.query_seconds
+
+    def token_price(self, scenario: Scenario) -> TokenPrice | None:
+        """The API price that applies (the scenario's, else the one stored with the cell), None for a local
+        model."""
+        stored = self.query_info().get("token_price")
+        if not isinstance(stored, Mapping):
+            return None
+        return scenario.token_price or TokenPrice(**{k: stored[k] for k in ("input_per_mtok", "output_per_mtok")})
 
     def served(self, scenario: Scenario) -> "CellRecord":
         """This record with ``query_seconds`` and ``query_flops`` as ``scenario``'s serving engine would see
@@ -151,19 +212,29 @@ class CellRecord:
         if not cached and not isinstance(seconds, (int, float)):
             seconds = query.get("latency_s")
         flops = query.get("flops_amortized" if cached else "flops")
-        new = {k: float(v) for k, v in (("query_seconds", seconds), ("query_flops", flops))
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
-        if all(getattr(self, k) == v for k, v in new.items()):
+        new: dict[str, Any] = {k: float(v) for k, v in (("query_seconds", seconds), ("query_flops", flops))
+                               if _finite(v)}
+        warm = cached and _finite(query.get("latency_p50_warm_s"))
+        if all(getattr(self, k) == v for k, v in new.items()) and bool(self.extra.get("served_warm")) == warm:
             return self
-        return replace(self, **new)
+        return replace(self, **new, extra={**self.extra, "served_warm": warm})
 
     def query_cost(self, scenario: Scenario) -> float:
-        """$ per query under ``scenario`` (measured seconds x hourly price)."""
-        return self.query_seconds * scenario.price_per_hour / 3600.0
+        """$ per query under ``scenario``: API-reported tokens x token price for a priced API model, else
+        serving seconds x hourly price."""
+        price = self.token_price(scenario)
+        if price is not None:
+            q = self.query_info()
+            return price.cost(float(q.get("api_input_tokens") or 0.0), float(q.get("api_output_tokens") or 0.0))
+        return self.serving_seconds(scenario) * scenario.price_per_hour / 3600.0
 
     def train_cost(self, scenario: Scenario) -> float:
-        """$ of the one-off adaptation under ``scenario``."""
+        """$ of the one-off adaptation under ``scenario`` (compute only; labels are `label_cost`)."""
         return self.train_seconds * scenario.train_hour_price / 3600.0
+
+    def label_cost(self, scenario: Scenario) -> float:
+        """$ of the labels the cell used under ``scenario`` (``labels x price_per_label``)."""
+        return self.labels * scenario.price_per_label
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,6 +243,10 @@ class CellRecord:
     def from_dict(cls, data: dict[str, Any]) -> "CellRecord":
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass

@@ -39,7 +39,7 @@ def groups(cells: Iterable[CellRecord]) -> dict[tuple[str, int], list[CellRecord
 
 def point(n: int, group: Sequence[CellRecord]) -> CurvePoint:
     vals = [c.value for c in group]
-    return CurvePoint(n, mean(vals), std(vals), min(vals), max(vals), len(vals))
+    return CurvePoint(n, mean(vals), std(vals), min(vals), max(vals), len(vals), mean(c.labels for c in group))
 
 
 def learning_curves(cells: Iterable[CellRecord]) -> list[Curve]:
@@ -56,11 +56,12 @@ def learning_curves(cells: Iterable[CellRecord]) -> list[Curve]:
 
 
 def best_of(cells: Iterable[CellRecord], family: Family, *,
-            max_labels: int | None = None) -> Best | None:
-    """The (variant, n_train) of ``family`` with the highest mean over seeds (only n_train <=
-    ``max_labels`` when given). Ties: lower mean query seconds, then query FLOPs, then smaller n."""
+            max_labels: float | None = None) -> Best | None:
+    """The (variant, n_train) of ``family`` with the highest mean over seeds (only those whose every seed used
+    at most ``max_labels`` labels, `CellRecord.labels`, when given). Ties: lower mean query seconds, then query
+    FLOPs, then smaller n."""
     cands = [(k, g) for k, g in groups(cells).items()
-             if g[0].family == family and (max_labels is None or k[1] <= max_labels)]
+             if g[0].family == family and (max_labels is None or max(c.labels for c in g) <= max_labels)]
     if not cands:
         return None
     means = {k: mean(c.value for c in g) for k, g in cands}
@@ -76,22 +77,32 @@ def best_of(cells: Iterable[CellRecord], family: Family, *,
 
 def crossing(ns: Sequence[float], values: Sequence[float], target: float,
              label: str = "the target") -> tuple[float | None, str]:
-    """First n where ``values`` (sorted by ``ns``) reach ``target``, log-n interpolated, and a note."""
-    for i, (n1, v1) in enumerate(zip(ns, values)):
-        if v1 < target:
-            continue
-        if i == 0:
-            return float(n1), f"matches from the smallest size (n={n1:g})"
-        n0, v0 = ns[i - 1], values[i - 1]
-        frac = (target - v0) / (v1 - v0)
-        n = n0 + frac * (n1 - n0) if n0 <= 0 else n0 * (n1 / n0) ** frac
-        return float(n), f"reaches {label} at n≈{n:.0f} (between n={n0:g} and n={n1:g})"
-    return None, (f"does not reach {label} by n={max(ns):g}" if ns else "no points")
+    """The n from which ``values`` (sorted by ``ns``) stay at or above ``target`` up to the largest measured
+    size, log-n interpolated between the last point below and the next, and a note. A curve above the target
+    early that falls below it later has no crossing before that fall ("no stable crossing" when it ends below)."""
+    if not ns:
+        return None, "no points"
+    below = [i for i, v in enumerate(values) if v < target]
+    above = [i for i, v in enumerate(values) if v >= target]
+    if not below:
+        return float(ns[0]), f"matches from the smallest size (n={ns[0]:g})"
+    last = below[-1]
+    early = [i for i in above if i < last]
+    if last == len(values) - 1:
+        if early:
+            return None, (f"above {label} at n={ns[early[0]]:g} but not at n={ns[last]:g}: no stable crossing")
+        return None, f"does not reach {label} by n={max(ns):g}"
+    n0, v0, n1, v1 = ns[last], values[last], ns[last + 1], values[last + 1]
+    frac = (target - v0) / (v1 - v0)
+    n = n0 + frac * (n1 - n0) if n0 <= 0 else n0 * (n1 / n0) ** frac
+    dip = f"; above it at n={ns[early[0]]:g} but not at n={n0:g}" if early else ""
+    return float(n), f"reaches {label} at n≈{n:.0f} (between n={n0:g} and n={n1:g}{dip})"
 
 
 def prompt_worth(cells: Iterable[CellRecord], target: Best | None = None) -> list[Crossover]:
-    """Per fine-tune variant, the labelled examples at which it matches ``target`` (default: the
-    best prompt, `best_of(cells, "prompt")`); n_low/n_high cross with the seed max/min curves."""
+    """Per fine-tune variant, the labelled examples at which it matches ``target`` (default: the best prompt,
+    `best_of(cells, "prompt")`) in training labels (``n``) and labels used (``labels``); the ``_low``/``_high``
+    bounds cross with the seed max/min curves."""
     cells = ok_cells(cells)
     target = target or best_of(cells, "prompt")
     if target is None:
@@ -100,10 +111,15 @@ def prompt_worth(cells: Iterable[CellRecord], target: Best | None = None) -> lis
     for curve in learning_curves(cells):
         if curve.family != "finetune":
             continue
-        ns = [p.n_train for p in curve.points]
         label = f"{target.variant} ({target.mean:.4g})"
-        n, note = crossing(ns, [p.mean for p in curve.points], target.mean, label)
-        n_low, _ = crossing(ns, [p.high for p in curve.points], target.mean)
-        n_high, _ = crossing(ns, [p.low for p in curve.points], target.mean)
-        out.append(Crossover(curve.variant, target.variant, target.mean, n, n_low, n_high, note))
+        found = {}
+        for axis, xs in (("n", [float(p.n_train) for p in curve.points]), ("labels", [p.labels for p in curve.points])):
+            found[axis] = [crossing(xs, [getattr(p, side) for p in curve.points], target.mean, label)
+                           for side in ("mean", "high", "low")]
+        (n, note), (n_low, _), (n_high, _) = found["n"]
+        (labels, _), (labels_low, _), (labels_high, _) = found["labels"]
+        if labels is not None and n is not None and abs(labels - n) > 0.5:
+            note += f"; about {labels:.0f} labels used"
+        out.append(Crossover(curve.variant, target.variant, target.mean, n, n_low, n_high, note, labels,
+                             labels_low, labels_high, target.labels))
     return out

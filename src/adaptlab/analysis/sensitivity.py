@@ -1,4 +1,5 @@
-"""Prompt sensitivity: the spread of a prompt's score across templates and across seeds."""
+"""Prompt sensitivity: the spread of a prompt's score across formats (FormatSpread, Sclar et al. 2024: instruction
+wording, answer prefix, chat vs plain, demonstration order) and across seeds (demonstration sets)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from adaptlab.analysis.records import Sensitivity
 from adaptlab.results import CellRecord, Family
 
 TEMPLATE_OPTIONS = ("format", "instruction", "answer_prefix", "input_prefix", "instruction_role",
-                    "chat_demos")
-"""Prompt options that change only the template (wording/layout), not what the model is shown."""
+                    "chat_demos", "order", "score")
+"""Prompt options that change only the format (wording, layout, demonstration order, answer scoring), not which
+examples the model is shown."""
 
 
 def _frozen(value: Any) -> str:
@@ -21,8 +23,8 @@ def _frozen(value: Any) -> str:
 
 
 def sensitivity(cells: Iterable[CellRecord], *, family: Family = "prompt") -> list[Sensitivity]:
-    """Spread across templates (variants of a strategy at one n_train differing only in
-    `TEMPLATE_OPTIONS`; values are per-template means over seeds) and across seeds (one variant
+    """Spread across formats (variants of a strategy at one n_train differing only in
+    `TEMPLATE_OPTIONS`; values are per-format means over seeds) and across seeds (one variant
     at one n_train; values per seed). Only groups with two or more values."""
     ok = [c for c in ok_cells(cells) if c.family == family]
     out: list[Sensitivity] = []
@@ -43,7 +45,7 @@ def sensitivity(cells: Iterable[CellRecord], *, family: Family = "prompt") -> li
             label = " ".join([strategy, *(f"{k}={opts.get(k)}" for k in varying)])
             names = sorted(variants)
             vals = [mean(c.value for c in variants[v]) for v in names]
-            out.append(Sensitivity(label, "templates", vals, std(vals), max(vals) - min(vals), n,
+            out.append(Sensitivity(label, "formats", vals, std(vals), max(vals) - min(vals), n,
                                    names))
     for (variant, n), group in sorted(groups(ok).items()):
         vals = [c.value for c in group]

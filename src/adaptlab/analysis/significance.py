@@ -1,12 +1,13 @@
-"""Paired significance: the best fine-tune against the best prompt on the test examples they share."""
+"""Paired significance: the best fine-tune against the best prompt on the test examples they share, seeds
+resampled too (`adaptlab.analysis.stats`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from adaptlab.analysis.curves import mean
 from adaptlab.analysis.records import Best, Significance
+from adaptlab.analysis.stats import hierarchical_paired_bootstrap, shared_ids
 from adaptlab.errors import ConfigError
 from adaptlab.metrics import get_metric, paired_bootstrap, paired_bootstrap_scores
 from adaptlab.results import CellRecord, PredictionRow
@@ -54,27 +55,31 @@ def representative(best: Best) -> CellRecord:
     return min(best.cells, key=lambda c: (abs(c.value - best.mean), c.seed))
 
 
+def seed_scores(cells: Sequence[CellRecord], predictions: Callable[[str], list[PredictionRow]]
+                ) -> list[dict[str, float]]:
+    """Per cell (seed), {example id: per-example score}."""
+    return [{i: r.score for i, r in _by_id(predictions(c.key)).items()} for c in cells]
+
+
 def compare_best(a: Best, b: Best, predictions: Callable[[str], list[PredictionRow]], *,
-                 seed: int = 0, n_resamples: int = 1000, confidence: float = 0.95) -> Significance:
-    """Paired significance of ``a`` - ``b``: per-example scores averaged over each side's seeds on
-    the examples every cell shares (mean metrics), else `paired_significance` of `representative`
-    cells. ValueError if they share no example."""
+                 seed: int = 0, n_resamples: int = 2000, confidence: float = 0.95) -> Significance:
+    """Paired significance of ``a`` - ``b``. Mean metrics: `stats.hierarchical_paired_bootstrap` (each side's
+    seeds resampled, the examples every cell shares resampled jointly for both sides). Other metrics (macro-F1,
+    BLEU, chrF): `paired_significance` of the `representative` cells (seeds not resampled). ValueError if the
+    cells share no example."""
     name = a.cells[0].metric
     m = _metric(name)
     if m is not None and not m.is_mean:
         ca, cb = representative(a), representative(b)
-        return paired_significance(ca, cb, predictions(ca.key), predictions(cb.key), metric=name,
-                                   seed=seed, n_resamples=n_resamples, confidence=confidence)
-    maps = [(c, _by_id(predictions(c.key))) for c in a.cells + b.cells]
-    ids = [i for i in maps[0][1] if all(i in rows for _, rows in maps[1:])]
-    if not ids:
+        sig = paired_significance(ca, cb, predictions(ca.key), predictions(cb.key), metric=name,
+                                  seed=seed, n_resamples=n_resamples, confidence=confidence)
+        sig.method += (f" (the cells nearest each side's mean of {len(a.cells)} vs {len(b.cells)} seeds; "
+                       "seeds not resampled)")
+        return sig
+    sa, sb = seed_scores(a.cells, predictions), seed_scores(b.cells, predictions)
+    if not shared_ids(sa, sb):
         raise ValueError(f"{a.variant} and {b.variant} share no test example ids")
-
-    def averaged(side: Sequence[tuple[CellRecord, dict[str, PredictionRow]]]) -> list[float]:
-        return [mean(rows[i].score for _, rows in side) for i in ids]
-
-    k = len(a.cells)
-    t = paired_bootstrap_scores(averaged(maps[:k]), averaged(maps[k:]), n_resamples=n_resamples,
-                                confidence=confidence, seed=seed)
-    return _significance(a.variant, b.variant, t, confidence, name,
-                         f"per-example scores averaged over {k} vs {len(b.cells)} seeds")
+    t = hierarchical_paired_bootstrap(sa, sb, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    return Significance(a.variant, b.variant, t.diff, t.low, t.high, t.p_value, t.n, t.significant, name,
+                        f"hierarchical paired bootstrap over {t.seeds_a} vs {t.seeds_b} seeds and {t.n} shared "
+                        "examples", t.seeds_a, t.seeds_b)

@@ -36,7 +36,7 @@ def prompt_cmd(
     shots: Optional[int] = typer.Option(None, "--shots", "-k", help="Demonstrations (few-shot)."),
     selection: Optional[str] = typer.Option(None, "--selection", help="random | balanced | knn"),
     calibrate: bool = typer.Option(False, "--calibrate", help="Contextual calibration of label probabilities."),
-    prompt_format: Optional[str] = typer.Option(None, "--format", help="plain | chat"),
+    prompt_format: Optional[str] = typer.Option(None, "--format", help="auto | plain | chat"),
     option: list[str] = typer.Option([], "--option", help="Any strategy option as key=value (repeatable)."),
     split: str = typer.Option("test", "--split", help="Split to evaluate on."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a seeded sample of N examples."),

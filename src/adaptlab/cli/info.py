@@ -62,10 +62,13 @@ def validate_cmd(
     ),
     no_model: bool = typer.Option(False, "--no-model", help="Skip the context-length check."),
 ) -> None:
-    """Check a task's data: rows, labels, duplicates, leakage, empty and over-long inputs."""
+    """Check a task's data: rows, labels, duplicates, leakage, empty and over-long inputs. Given an experiment file,
+    check it too: its options, sizes and seeds, and count the cells it runs."""
     from adaptlab.data import load_task
     from adaptlab.data.validate import validate_task
 
+    if is_experiment_file(task_path):
+        task_path = validate_experiment(task_path)
     task = load_task(task_path)
     tokenizer = max_tokens = None
     if not no_model:
@@ -80,6 +83,37 @@ def validate_cmd(
     report = validate_task(task, tokenizer=tokenizer, max_tokens=max_tokens)
     show_validation(report)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def is_experiment_file(path: Path) -> bool:
+    """Whether ``path`` is an experiment YAML (a top-level ``strategies:`` key) rather than a task."""
+    from adaptlab.config import read_yaml
+
+    try:
+        doc, _ = read_yaml(path)
+    except AdaptlabError:
+        return False  # the task loader reports the problem
+    return isinstance(doc, dict) and "strategies" in doc
+
+
+def validate_experiment(path: Path) -> Path:
+    """Check an experiment file and print the cells it would run; returns its task file (checked next)."""
+    from collections import Counter
+
+    from adaptlab.experiment.config import load_experiment
+    from adaptlab.experiment.runner import prepare
+
+    cfg = load_experiment(path)
+    inputs, cells = prepare(cfg)
+    by_variant = Counter(c.variant for c in cells)
+    console.print(f"experiment {path}: {len(cells)} cells, {len(by_variant)} variants, "
+                  f"{len(inputs.test)} {cfg.split} examples each")
+    for variant, n in by_variant.items():
+        console.print(f"  {n:>3}  {escape(variant)}")
+    task = cfg.resolve_task()
+    if task.source is None:
+        raise typer.Exit(0)  # a built-in task: nothing more to check
+    return Path(task.source)
 
 
 @app.command("models", short_help="The models known here, and whether they are installed.")

@@ -12,7 +12,7 @@ import errno
 import logging
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,8 +75,13 @@ def artifact_bytes(folder: Path) -> int:
     return total
 
 
+TrainCostProbe = Callable[[EvalResult], Mapping[str, Any]]
+"""Measures a cell from outside the fit once it is evaluated (e.g. its own peak memory); what it returns joins the
+train cost before ``metrics.json`` is written."""
+
+
 def fit_and_evaluate(work: CellWork, inputs: CellInputs, models: ModelPool,
-                     settings: EvalSettings = EvalSettings()) -> EvalResult | None:
+                     settings: EvalSettings = EvalSettings(), probe: TrainCostProbe | None = None) -> EvalResult | None:
     """Fit ``work``'s strategy, save the artifact into ``work.out`` and evaluate it on the shared sample; writes
     ``metrics.json`` beside the artifact. The result is None on the non-main processes of a multi-process
     (``accelerate launch``) fit, which only train."""
@@ -92,6 +97,8 @@ def fit_and_evaluate(work: CellWork, inputs: CellInputs, models: ModelPool,
     result = evaluate(adapted, inputs.task, inputs.test, seed=work.seed, split=work.split, progress=work.progress,
                       settings=settings)
     result.cost["train"]["artifact_bytes"] = size
+    if probe is not None:
+        result.cost["train"].update(probe(result))
     save_metrics(result, work.out)
     write_run_files(work.out, run_config(work, inputs, adapted), result)
     for name in WORK_DIRS if not work.keep_checkpoints else ():
@@ -122,11 +129,22 @@ def fresh_dir(path: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class GridCellRun:
+    """How a grid cell is run: its folder, the split it is scored on, the evaluation settings and a train-cost
+    probe."""
+
+    out: Path
+    split: str = "test"
+    settings: EvalSettings = EvalSettings()
+    probe: TrainCostProbe | None = None
+
+
 def run_grid_cell(cell: Cell, inputs: CellInputs, train: Sequence[Example], models: ModelPool,
-                  out: Path, split: str) -> EvalResult:
-    """Fit and evaluate one grid cell from scratch (no checkpoint resume) into ``out``."""
-    work = CellWork(cell.strategy, dict(cell.options), train, cell.seed, out, split=split)
-    result = fit_and_evaluate(work, inputs, models)
+                  run: GridCellRun) -> EvalResult:
+    """Fit and evaluate one grid cell from scratch (no checkpoint resume) into ``run.out``."""
+    work = CellWork(cell.strategy, dict(cell.options), train, cell.seed, run.out, split=run.split)
+    result = fit_and_evaluate(work, inputs, models, run.settings, run.probe)
     if result is None:  # only non-main processes of a multi-process launch return None
         raise RuntimeError("the fit returned no result (not the main process)")
     return result
@@ -138,6 +156,15 @@ def _num(value: Any, default: float = 0.0) -> float:
 
 def _opt_int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def labels_used(labels: Any, n_train: int) -> int:
+    """Training + dev labels from an artifact's ``cost()["labels"]`` (``{"train": n, "dev": m}``); ``n_train``
+    when the artifact does not count them (a plugin's)."""
+    if not isinstance(labels, dict):
+        return n_train
+    train = labels.get("train")
+    return int(_num(train, n_train)) + int(_num(labels.get("dev")))
 
 
 def to_record(cell: Cell, result: EvalResult, artifact_dir: str) -> tuple[CellRecord, list[PredictionRow], dict]:
@@ -159,7 +186,8 @@ def to_record(cell: Cell, result: EvalResult, artifact_dir: str) -> tuple[CellRe
         artifact_bytes=_opt_int(train.get("artifact_bytes")),
         query_prompt_tokens=_num(query.get("prompt_tokens")), query_flops=_num(query.get("flops")),
         query_seconds=_num(seconds), artifact_dir=artifact_dir, report=dict(result.report or {}),
-        extra={"cost": result.cost, "search": result.search, "cell": cell.payload}, family=cell.family)
+        extra={"cost": result.cost, "search": result.search, "cell": cell.payload}, family=cell.family,
+        labels_used=labels_used(result.cost.get("labels"), cell.n_train))
     rows = [PredictionRow(cell=cell.key, example_id=str(p["id"]), input=str(p.get("input", "")),
                           gold=str(p.get("gold", "")), pred=str(p.get("pred", "")),
                           score=(1.0 if p["correct"] else 0.0) if "correct" in p else float(p.get("score", 0.0)))

@@ -19,6 +19,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from adaptlab.config import ConfigModel, Invalid, KeyLines, line_of, load_package_file, load_yaml_model
 from adaptlab.data.task import Task, builtin_task, load_task
 from adaptlab.errors import AdaptlabError, ConfigError, closest
+from adaptlab.evaluate import EvalSettings
 from adaptlab.experiment.entries import StrategyEntry, TrainSize, check_seeds, check_sizes, entry_variants
 from adaptlab.experiment.plugins import load_plugins
 from adaptlab.models.convert import DEFAULT_MODEL
@@ -32,6 +33,33 @@ BUILTIN_EXPERIMENTS = ("demo",)
 SPLITS = ("dev", "test")
 EXECUTORS = ("local", "ray")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class EvaluationConfig(ConfigModel):
+    """How the evaluator measures each cell (``evaluation:``); the defaults are `adaptlab.evaluate.EvalSettings`'."""
+
+    latency_sample: int = Field(EvalSettings.latency_sample, ge=0)
+    """Single queries timed (cold, and warm where the backend keeps a prefix) for the median latency and its
+    interval (0: none)."""
+    latency_max_seconds: float | None = Field(EvalSettings.latency_max_seconds, gt=0)
+    """Stop a latency series after this many seconds once it holds enough timings for an interval (6)."""
+    throughput_batch_sizes: list[int] = Field(default_factory=lambda: list(EvalSettings.throughput_batch_sizes))
+    """Batch sizes whose batched throughput (queries/second) is measured; the best prices serving."""
+    throughput_sample: int = Field(EvalSettings.throughput_sample, ge=0)
+    """Test examples timed at each batch size (0: no throughput measurement)."""
+
+    @field_validator("throughput_batch_sizes")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise Invalid("batch sizes must be >= 1", hint="e.g. [1, 8, 32]")
+        return v
+
+    def settings(self) -> EvalSettings:
+        """These settings as the evaluator takes them."""
+        return EvalSettings(latency_sample=self.latency_sample, latency_max_seconds=self.latency_max_seconds,
+                            throughput_batch_sizes=tuple(self.throughput_batch_sizes),
+                            throughput_sample=self.throughput_sample)
 
 
 class ExecutorConfig(ConfigModel):
@@ -128,6 +156,8 @@ class ExperimentConfig(ConfigModel):
     """The situation the recommendation is for: queries a month, prices, latency budget, accuracy target."""
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     """How cells are run (in this process, or as Ray tasks); never part of a cell key."""
+    evaluation: EvaluationConfig = Field(default_factory=lambda: EvaluationConfig())
+    """How each cell's cost is measured (latency timings, throughput batch sizes); never part of a cell key."""
     source: Path | None = Field(default=None, exclude=True)
     """The YAML file (for errors; a relative task path resolves against its folder)."""
 

@@ -1,25 +1,34 @@
 """Executing one cell in whichever process runs it (this one, or a Ray worker): the run's shared resources
-(`RunResources`), and `run_cell`, which turns a cell into a `CellOutcome` (a failed cell is an outcome too)."""
+(`RunResources`), and `run_cell`, which turns a cell into a `CellOutcome` (a failed cell is an outcome too).
+
+A cell's peak memory is its own (`adaptlab.models.costs.cell_peak`): the growth of the process's memory over the
+cell plus the shared models it used (`ModelPool.track`) that earlier cells had loaded; an embedding-probe cell
+run after prompt cells does not report their LLM. ``metrics.json`` and the model card carry it
+(``peak_memory_bytes``, ``peak_memory_kind``, ``models_held_bytes``, and the process's ``peak_process_rss_bytes``).
+"""
 
 from __future__ import annotations
 
 import logging
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from adaptlab.data.example import Example
 from adaptlab.data.splits import nested_subsets
 from adaptlab.errors import ResourceError
-from adaptlab.experiment.cells import (CELLS_DIR, CellInputs, cell_dir, disk_full, failed_record, fresh_dir,
-                                       run_grid_cell, to_record)
+from adaptlab.evaluate import EvalResult
+from adaptlab.experiment.cells import (CELLS_DIR, CellInputs, GridCellRun, cell_dir, disk_full, failed_record,
+                                       fresh_dir, run_grid_cell, to_record)
 from adaptlab.experiment.config import ExperimentConfig
 from adaptlab.experiment.grid import Cell
 from adaptlab.experiment.plugins import load_plugins
 from adaptlab.lm.pool import DEFAULT_ROLE, ModelPool
-from adaptlab.models.costs import reset_peak_memory
+from adaptlab.models.costs import MemoryWindow, cell_peak
 from adaptlab.results import CellRecord, PredictionRow
 
 log = logging.getLogger(__name__)
@@ -66,8 +75,15 @@ class CellOutcome:
 def _run(cell: Cell, res: RunResources, run_dir: Path) -> tuple[CellRecord, list[PredictionRow], dict | None]:
     out = fresh_dir(cell_dir(run_dir, cell))
     train = res.train(cell)
-    reset_peak_memory()  # the cell's own peak, not one inherited from earlier cells of this process
-    result = run_grid_cell(cell, res.inputs, train, res.models, out, res.cfg.split)
+    window = MemoryWindow.open()  # the cell's own peak, not one inherited from earlier cells of this process
+    with res.models.track() as used:
+
+        def peak(result: EvalResult) -> Mapping[str, Any]:
+            cuda = result.cost["train"].get("peak_memory_kind") == "cuda_max_allocated"  # the fit ran on a GPU
+            return cell_peak(window, lambda device: res.models.held_bytes(used, device), cuda=cuda)
+
+        run = GridCellRun(out, res.cfg.split, res.cfg.evaluation.settings(), peak)
+        result = run_grid_cell(cell, res.inputs, train, res.models, run)
     return to_record(cell, result, f"{CELLS_DIR}/{cell.short_key}")
 
 

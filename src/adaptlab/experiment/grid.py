@@ -3,6 +3,12 @@
 Labels a cell uses (``n_train``) come from the strategy's `LabelUse`: ``none`` -> 0 (one cell, the first seed's:
 there is nothing for a seed to draw); ``first_k`` -> k (demonstrations drawn from the nested subset of size k);
 ``train_sizes`` -> each training size at or above its ``k`` (fine-tuning, a retrieval pool, prompt search).
+
+Cell keys hash the options as written plus the experiment defaults a strategy takes, never unwritten defaults, so
+a new default leaves old keys alone. Where a new default changes what an unwritten option does, `default_markers`
+adds it to the payload for exactly the cells whose result it changes (a resumed old run re-runs those, keeps the
+rest): ``format: auto`` (prompt strategies now pick the chat template when the model has one) and ``min_steps``
+(gradient fine-tunes whose planned steps fall below it now train more epochs).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +25,7 @@ from adaptlab.errors import ConfigError, DataError
 from adaptlab.experiment.config import ExperimentConfig
 from adaptlab.experiment.entries import Variant, entry_variants
 from adaptlab.strategies import get_strategy
+from adaptlab.strategies.finetune.train_args import TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +106,32 @@ def _variant_sizes(cfg: ExperimentConfig, var: Variant, seeds: list[int], n_trai
     return [n for n in sizes if n >= use.k], seeds
 
 
+def default_markers(var: Variant, options: Mapping[str, Any], n_train: int) -> dict[str, Any]:
+    """Payload entries for new defaults that change an unwritten option's result in this cell (module docstring).
+
+    * ``{"format": "auto"}``: a prompt-family strategy whose ``format`` option defaults to ``auto`` and is not
+      written (written formats are in ``options`` already).
+    * ``{"min_steps": m}``: a strategy with the training recipe's ``min_steps`` (default m), not written, no
+      ``max_steps``, whose planned steps (``ceil(n_train / (batch_size x grad_accum))`` x epochs) fall below m.
+    """
+    info = get_strategy(var.strategy)
+    fields = info.config.model_fields
+    out: dict[str, Any] = {}
+    fmt = fields.get("format")
+    if info.family == "prompt" and "format" not in options and fmt is not None and fmt.default == "auto":
+        out["format"] = "auto"
+    steps = fields.get("min_steps")
+    if issubclass(info.config, TrainSettings) and steps is not None and steps.default is not None \
+            and "min_steps" not in options:
+        parsed = info.parse(dict(options))
+        assert isinstance(parsed, TrainSettings)
+        if parsed.max_steps is None:
+            per_epoch = math.ceil(max(n_train, 1) / (parsed.batch_size * parsed.grad_accum))
+            if per_epoch * parsed.epochs < steps.default:
+                out["min_steps"] = steps.default
+    return out
+
+
 def expand_cells(cfg: ExperimentConfig, n_train_all: int) -> list[Cell]:
     """Every cell of the experiment, in order: entry, variant, n_train, seed. ``n_train_all`` is the number of
     training examples after carving (what ``all`` means)."""
@@ -115,7 +149,7 @@ def expand_cells(cfg: ExperimentConfig, n_train_all: int) -> list[Cell]:
                     payload = {"schema": CELL_SCHEMA, "task": task_name, "model": model.name,
                                "strategy": var.strategy, "options": options, "n_train": n, "seed": seed,
                                "split": cfg.split, "limit": cfg.limit, "split_seed": cfg.split_seed,
-                               "epochs": var.defaults.get("epochs")}
+                               "epochs": var.defaults.get("epochs"), **default_markers(var, options, n)}
                     # how the model is served changes the numbers (non-default only, so keys of local float32
                     # runs stay as they were): a resume on another backend or server runs its own cells
                     payload.update(model.identity())

@@ -47,7 +47,7 @@ class SingleRun:
     keep_checkpoints: bool = False
     """Keep the checkpoints in ``out_dir`` after the fit finishes (fine-tuning)."""
     progress: bool = True
-    latency_sample: int = 10
+    latency_sample: int = EvalSettings.latency_sample
 
 
 def run_single(task: Task, strategy: str, options: Mapping[str, Any] | None, models: ModelPool,

@@ -39,21 +39,23 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "adaptlab.db"
 LOCK_NAME = ".lock"
-SCHEMA_VERSION = 2
-"""2: cells record their strategy's family (a plugin's strategy is not in every process's registry)."""
+SCHEMA_VERSION = 3
+"""2: cells record their strategy's family (a plugin's strategy is not in every process's registry).
+3: cells record the labels they used (``labels_used``: training + dev labels; NULL in older runs)."""
 BUSY_TIMEOUT_S = 30.0
 
 # CellRecord fields by how they are stored. Floats: NaN is stored as NULL (SQLite has no NaN)
 # and read back as NaN. Optional ints: NULL is None. JSON: dicts as TEXT.
 _TEXT = ("key", "strategy", "variant", "status", "error", "metric", "artifact_dir", "family")
 _INT = ("n_train", "seed", "n_test")
-_OPT_INT = ("peak_memory_bytes", "trainable_params", "artifact_bytes")
+_OPT_INT = ("peak_memory_bytes", "trainable_params", "artifact_bytes", "labels_used")
 _FLOAT = ("value", "ci_low", "ci_high", "train_seconds", "train_flops", "query_prompt_tokens",
           "query_flops", "query_seconds")
 _JSON = ("options", "report", "extra")
 _RECORD_COLUMNS = _TEXT + _INT + _OPT_INT + _FLOAT + _JSON
 _CELL_COLUMNS = _RECORD_COLUMNS + ("metrics", "started_at", "finished_at")
 assert set(_RECORD_COLUMNS) == {f.name for f in fields(CellRecord)}, "store schema out of date"
+_ADDED_IN = {"family": (2, "''"), "labels_used": (3, "NULL")}  # column: (schema adding it, what older ones read)
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -69,7 +71,7 @@ CREATE TABLE cells (
     train_seconds REAL, train_flops REAL, peak_memory_bytes INTEGER, trainable_params INTEGER,
     artifact_bytes INTEGER, query_prompt_tokens REAL, query_flops REAL, query_seconds REAL,
     options TEXT NOT NULL, report TEXT NOT NULL, extra TEXT NOT NULL, metrics TEXT,
-    artifact_dir TEXT, started_at TEXT, finished_at TEXT NOT NULL, family TEXT);
+    artifact_dir TEXT, started_at TEXT, finished_at TEXT NOT NULL, family TEXT, labels_used INTEGER);
 CREATE INDEX cells_status ON cells (status);
 CREATE INDEX cells_order ON cells (strategy, variant, n_train, seed);
 CREATE TABLE predictions (
@@ -208,6 +210,8 @@ class RunStore:
                 conn.execute("ALTER TABLE cells ADD COLUMN family TEXT")
                 for (strategy,) in conn.execute("SELECT DISTINCT strategy FROM cells").fetchall():
                     conn.execute("UPDATE cells SET family = ? WHERE strategy = ?", (family_of(strategy), strategy))
+            if version < 3:  # labels used: unknown for old cells (NULL: `CellRecord.labels` falls back to n_train)
+                conn.execute("ALTER TABLE cells ADD COLUMN labels_used INTEGER")
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
         log.info("%s: migrated the run database from schema %d to %d", self.db_path, version, SCHEMA_VERSION)
 
@@ -359,7 +363,8 @@ class RunStore:
     def cells(self, *, include_failed: bool = True) -> list[CellRecord]:
         """Every stored cell as a `CellRecord`, ordered by strategy, variant, n_train, seed."""
         where = "" if include_failed else "WHERE status = 'done'"
-        columns = [c if c != "family" or self.schema_version >= 2 else "'' AS family" for c in _RECORD_COLUMNS]
+        columns = [c if self.schema_version >= _ADDED_IN.get(c, (1, ""))[0] else f"{_ADDED_IN[c][1]} AS {c}"
+                   for c in _RECORD_COLUMNS]  # a read-only older database lacks later columns
         sql = (f"SELECT {', '.join(columns)} FROM cells {where} "
                "ORDER BY strategy, variant, n_train, seed, key")
         with self._guard("read cells"):

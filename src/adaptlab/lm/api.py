@@ -9,6 +9,8 @@ capped ``Retry-After``) on connection errors, timeouts, 429 and 5xx. The API key
 environment variable at call time and is never stored, logged or shown in a repr. The token counts each
 answer's ``usage`` reports, what an API bills, are summed in ``usage.reported_input_tokens`` and
 ``usage.reported_output_tokens``; answers without them are counted in ``usage.unreported_requests``.
+``token_price`` (with ``price_source``) is what the API charges for them, when known (`build_lm` sets it from
+the model's spec).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -30,6 +32,9 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.lm.api_config import (MAX_SERVER_STOPS, RETRY_STATUSES, APIConfig, BackendError, usage_count,
                                     cut_at_stop, describe_error, normalise_text, retry_after_seconds, server_message)
 from adaptlab.lm.base import ContinuationScores, LoglikelihoodRequest, Usage, no_kept_prefix
+
+if TYPE_CHECKING:
+    from adaptlab.models.prices import TokenPrice
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,10 @@ class APILM:
         self.usage = Usage()
         self.n_params: int | None = None  # a server does not tell
         self.max_length: int | None = config.context_length
+        self.token_price: TokenPrice | None = None
+        """$ per 1M input/output tokens the API charges (None: unknown, or a free local server)."""
+        self.price_source: str | None = None
+        """Where ``token_price`` comes from (the model spec's ``price``, or the pinned table)."""
         self._lock = threading.Lock()
         self._rng = random.Random()
         self._echo_ok: bool | None = False if config.logprobs == "off" else None

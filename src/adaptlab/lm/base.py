@@ -3,6 +3,11 @@
 Strategies render prompts to plain strings and call these two methods; a backend (local Hugging Face
 model, OpenAI-compatible HTTP server, ...) decides how to compute them. The evaluator never knows how
 a model was adapted.
+
+Two optional attributes are read where a backend has them (`batch_size_of`, `token_price_of`), so backends and
+artifacts that predate them keep working: ``batch_size`` (sequences a local backend scores per forward pass,
+`HFLM`) and ``token_price`` (the `TokenPrice` of a model behind a priced API, with ``price_source`` saying where
+it comes from; `APILM`, set by `adaptlab.lm.factory.build_lm`).
 """
 
 from __future__ import annotations
@@ -10,7 +15,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from adaptlab.models.prices import TokenPrice
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,8 @@ class LM(Protocol):
     """Parameters of one forward pass (FLOPs = 2 x n_params per token); None when unknown (an API model)."""
     max_length: int | None
     """The context window in tokens; None when unknown (strategies that fill the context assume 2,048)."""
+    # Optional (not protocol members, read through `batch_size_of` / `token_price_of`): ``batch_size: int``,
+    # ``token_price: TokenPrice | None`` with ``price_source: str | None``.
 
     def keep_prefix(self) -> AbstractContextManager[bool]:
         """While active, keep the previous call's prompt prefix computed, as a serving engine's prefix cache does;
@@ -122,6 +132,40 @@ def no_kept_prefix() -> Iterator[bool]:
     yield False
 
 
+def batch_size_of(lm: Any) -> int | None:
+    """The sequences ``lm`` scores per forward pass (its ``batch_size``), None when the backend batches on its
+    own terms (an API server, vLLM, an embedder)."""
+    size = getattr(lm, "batch_size", None)
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else None
+
+
+@contextmanager
+def batch_size_set(lm: Any, size: int) -> Iterator[bool]:
+    """While active, ``lm`` scores ``size`` sequences per forward pass (its ``batch_size``, restored on exit);
+    yields whether it could (False, and nothing changes, for a backend without a batch size)."""
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
+    before = batch_size_of(lm)
+    if before is None:
+        yield False
+        return
+    lm.batch_size = size
+    try:
+        yield True
+    finally:
+        lm.batch_size = before
+
+
+def token_price_of(lm: Any) -> dict[str, Any] | None:
+    """``{"input_per_mtok", "output_per_mtok", "source"}`` of a model behind a priced API (its ``token_price``
+    and ``price_source``), None for a local backend or an API model without a known price."""
+    price: TokenPrice | None = getattr(lm, "token_price", None)
+    if price is None:
+        return None
+    return {"input_per_mtok": float(price.input_per_mtok), "output_per_mtok": float(price.output_per_mtok),
+            "source": getattr(lm, "price_source", None)}
+
+
 class NoModelLM:
     """The `LM` of an artifact that predicts without a language model (a baseline, a rule): it keeps the usage
     counters the evaluator reads, scores nothing and counts no tokens."""
@@ -131,6 +175,7 @@ class NoModelLM:
         self.usage = Usage()
         self.n_params: int | None = None
         self.max_length: int | None = None
+        self.token_price: TokenPrice | None = None
 
     keep_prefix = staticmethod(no_kept_prefix)
 

@@ -7,6 +7,7 @@ import logging
 from adaptlab.errors import ConfigError
 from adaptlab.lm.base import LM
 from adaptlab.models.convert import DEFAULT_MODEL
+from adaptlab.models.prices import PRICES_SOURCE
 from adaptlab.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -17,8 +18,9 @@ def build_lm(spec: ModelSpec | str) -> LM:
 
     ``hf``: the weights loaded locally (`adaptlab.models.load_model`) behind the prefix-cached scoring engine.
     ``api``: the server at ``base_url`` serving ``name``; the key is read from ``api_key_env`` at request time
-    and never stored. ``vllm``: a vLLM engine on a CUDA GPU (optional extra) for large models and big
-    evaluation sets.
+    and never stored; its ``token_price`` is the spec's (`ModelSpec.token_price`: the explicit ``price``, else
+    the pinned table's), with ``price_source`` naming which. ``vllm``: a vLLM engine on a CUDA GPU (optional
+    extra) for large models and big evaluation sets.
     """
     if isinstance(spec, str):
         spec = ModelSpec(name=spec)
@@ -41,8 +43,12 @@ def build_lm(spec: ModelSpec | str) -> LM:
         # llama.cpp servers shift echoed logprobs by one token unless the prompt starts with the
         # model's BOS text; for the bundled SmolLM2 that is "<|im_start|>".
         bos_text = "<|im_start|>" if spec.name.startswith("smollm2") else ""
-        return APILM(APIConfig(base_url=spec.base_url, model=spec.name, api_key_env=spec.api_key_env,
-                               bos_text=bos_text, **spec.api.model_dump()))
+        lm = APILM(APIConfig(base_url=spec.base_url, model=spec.name, api_key_env=spec.api_key_env,
+                             bos_text=bos_text, **spec.api.model_dump()))
+        lm.token_price = spec.token_price()
+        if lm.token_price is not None:
+            lm.price_source = "model spec price" if spec.price is not None else PRICES_SOURCE
+        return lm
     from adaptlab.lm.vllm import VLLMLM
     from adaptlab.models.convert import ensure_converted
 

@@ -4,16 +4,23 @@ A role (``default``, or the names an experiment gives: ``large``, ``small``) map
 built `LM`, or loaded weights. Prompt strategies score through ``lm(role)``; fine-tuning gets fresh trainable
 weights from ``trainable(role)`` (a copy: the shared model is never modified). Sentence embedders are shared
 by name. A model that fails to build fails every later request at once (one error, not one load per cell).
+
+`track` records which shared models a cell uses (`ModelUse`), and `held_bytes` sizes those that were already
+loaded when it started: a cell's peak memory counts them, not the models earlier cells left in the process
+(`adaptlab.models.costs.cell_peak`). Fresh weights from `trainable` are the cell's own memory, not a use.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from adaptlab.errors import ConfigError
+from adaptlab.models.costs import module_bytes
 from adaptlab.models.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -24,6 +31,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_ROLE = "default"
+
+
+@dataclass
+class ModelUse:
+    """The shared models used while a `ModelPool.track` window was open: ``("lm", role)`` and
+    ``("embedder", name)`` keys, with how often each was asked for, and which of them were built inside it."""
+
+    used: dict[tuple[str, str], int] = field(default_factory=dict)
+    built: set[tuple[str, str]] = field(default_factory=set)
 
 
 class ModelPool:
@@ -38,6 +54,7 @@ class ModelPool:
         self._loaded: dict[str, LoadedModel] = dict(loaded or {})
         self._embedders: dict[str, Any] = dict(embedders or {})
         self._errors: dict[str, BaseException] = {}
+        self._tracks: list[ModelUse] = []
 
     @classmethod
     def of(cls, model: LM | LoadedModel | ModelSpec | str, *, role: str = DEFAULT_ROLE,
@@ -66,10 +83,40 @@ class ModelPool:
         raise ConfigError(f"no model for role '{role}'", field="model",
                           hint="roles here: " + (", ".join(self.roles) or "none"))
 
+    @contextmanager
+    def track(self) -> Iterator[ModelUse]:
+        """While active, record the shared models asked for (`lm`, `embedder`) in the yielded `ModelUse`."""
+        use = ModelUse()
+        self._tracks.append(use)
+        try:
+            yield use
+        finally:
+            self._tracks.remove(use)
+
+    def _note(self, key: tuple[str, str], *, built: bool = False) -> None:
+        for use in self._tracks:
+            use.used[key] = use.used.get(key, 0) + 1
+            if built:
+                use.built.add(key)
+
+    def held_bytes(self, use: ModelUse, device_type: str | None = None) -> int:
+        """Parameter and buffer bytes (on ``device_type`` when given) of the models ``use`` used that were loaded
+        before its window opened; each model once, models without local weights (an API) count 0."""
+        modules: dict[int, Any] = {}
+        for kind, name in use.used:
+            if (kind, name) in use.built:
+                continue
+            obj = self._lms.get(name) if kind == "lm" else self._embedders.get(name)
+            module = getattr(obj, "model", None)
+            if module is not None:
+                modules[id(module)] = module
+        return sum(module_bytes(m, device_type) for m in modules.values())
+
     def lm(self, role: str = DEFAULT_ROLE) -> LM:
         """The role's scoring LM, built on first use and shared."""
         if role in self._errors:
             raise self._errors[role]
+        self._note(("lm", role), built=role not in self._lms and role not in self._loaded)
         if role not in self._lms:
             try:
                 if role in self._loaded:
@@ -102,6 +149,7 @@ class ModelPool:
 
     def embedder(self, name: str) -> Embedder:
         """A sentence embedder by name, loaded once."""
+        self._note(("embedder", name), built=name not in self._embedders)
         if name not in self._embedders:
             from adaptlab.models.embeddings import load_embedder
 

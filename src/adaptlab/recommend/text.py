@@ -15,7 +15,8 @@ class Recommendation:
 
     decision: Decision
     choice: str | None
-    """Variant to ship (too_close: the cheaper of the two; collect_labels: the variant to train)."""
+    """Variant to ship (too_close: the cheaper of the two, among those meeting the target if one is set;
+    collect_labels: the variant to train)."""
     cell_key: str | None
     """Cell whose artifact goes to RUN_DIR/best/ (when the choice is still to be trained, as in
     collect_labels: the best candidate to ship meanwhile)."""
@@ -24,12 +25,27 @@ class Recommendation:
     would_change: list[str] = field(default_factory=list)
     basis: Literal["measured", "estimate"] = "measured"
     labels_needed: int | None = None
-    """Labels in all (not the extra) measured or projected to reach the accuracy target."""
+    """Labels used in all (training + dev; not the extra) measured or projected to reach the accuracy target."""
     break_even: str | None = None
     """The break-even sentence for the two options the decision weighed (the terminal, summary.md and report.html
     all show this one)."""
     evidence: str | None = None
     """What the evidence rests on when it is thin (few test examples, one seed), and what would firm it up."""
+    labels_low: int | None = None
+    """Low end of the 90% interval of a projected ``labels_needed`` (None: measured, refused or one seed)."""
+    labels_high: int | None = None
+    """High end of that interval."""
+    stability: float | None = None
+    """Share of bootstrap replicates (seeds and test examples resampled) giving the same decision and choice
+    (None: not computed, e.g. one candidate only)."""
+    stability_replicates: int = 0
+    """How many replicates ``stability`` is over."""
+    alternative: str | None = None
+    """too_close: the other option weighed (``choice`` is the one shipped)."""
+    assumptions: list[str] = field(default_factory=list)
+    """The cost assumptions behind the $ figures, one sentence each (`adaptlab.analysis.cost_assumptions`)."""
+    flagged: list[str] = field(default_factory=list)
+    """Variants among the candidates no better than the majority baseline or predicting one class, with why."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -77,32 +77,40 @@ def _ax(x: float, log: bool) -> float:
     return math.log10(x) if log else x
 
 
+def _used(point: Any) -> float:
+    """A curve point's labels used (training + dev labels read), ``n_train`` when not recorded."""
+    labels = getattr(point, "labels", None)
+    return float(labels) if isinstance(labels, (int, float)) and math.isfinite(labels) else float(point.n_train)
+
+
 def learning_curves(curves: Sequence[Any], colors: dict[str, str], metric: str,
-                    best_prompt: Any = None, crossovers: Sequence[Any] = ()) -> "go.Figure | None":
-    """Mean metric vs labelled examples per variant, shaded min-max over seeds, crossovers marked."""
+                    best_prompt: Any = None, crossovers: Sequence[Any] = (),
+                    baseline: Any = None) -> "go.Figure | None":
+    """Mean metric vs labels used (training + dev labels read) per variant, both arms; shaded min-max over seeds,
+    crossovers and the majority-class baseline marked."""
     import plotly.graph_objects as go
 
     curves = [c for c in curves if c.points]
     if not curves:
         return None
-    positive = sorted({p.n_train for c in curves for p in c.points if p.n_train > 0})
+    positive = sorted({round(_used(p)) for c in curves for p in c.points if _used(p) > 0})
     log_x = bool(positive)
     lo_x, hi_x = (positive[0] / 1.6, positive[-1] * 1.6) if positive else (-0.5, 0.5)
-    fig = _figure("labelled training examples (log scale)" if log_x else "labelled training examples",
+    fig = _figure("labels used: training + dev labels read" + (" (log scale)" if log_x else ""),
                   metric, log_x=log_x)
     ys = [v for c in curves for p in c.points for v in (p.low, p.high)]
     for curve in curves:
-        color = colors.get(curve.variant, "#444")
+        color = colors.get(curve.variant, "#444444")
         name = plot_text(curve.variant)
-        pts = sorted(curve.points, key=lambda p: p.n_train)
-        flat = log_x and all(p.n_train == 0 for p in pts)
+        pts = sorted(curve.points, key=_used)
+        flat = log_x and all(_used(p) == 0 for p in pts)
         if flat:  # no labels at all (zero-shot): a level across the whole axis
             p = pts[0]
             xs, means, lows, highs = [lo_x, hi_x], [p.mean] * 2, [p.low] * 2, [p.high] * 2
             dash, mode = "dot", "lines"
         else:
-            pts = [p for p in pts if p.n_train > 0 or not log_x]
-            xs = [p.n_train for p in pts]
+            pts = [p for p in pts if _used(p) > 0 or not log_x]
+            xs = [_used(p) for p in pts]
             means, lows, highs = [p.mean for p in pts], [p.low for p in pts], [p.high for p in pts]
             dash, mode = ("solid" if curve.family == "finetune" else "dash"), "lines+markers"
         single = len(xs) == 1
@@ -111,15 +119,23 @@ def learning_curves(curves: Sequence[Any], colors: dict[str, str], metric: str,
                 x=xs + xs[::-1], y=highs + lows[::-1], fill="toself", fillcolor=_rgba(color, 0.14),
                 mode="lines", line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup=name))
         seeds = [p.n_seeds for p in pts] * (2 if flat else 1)
+        trained = [p.n_train for p in pts] * (2 if flat else 1)
         fig.add_trace(go.Scatter(
             x=xs, y=means, mode=mode, name=name + (" (no labels)" if flat else ""), legendgroup=name,
             line=dict(color=color, dash=dash, width=2.5), marker=dict(size=9 if single else 7),
             error_y=dict(type="data", symmetric=False, array=[h - m for h, m in zip(highs, means, strict=True)],
                          arrayminus=[m - lo for m, lo in zip(means, lows, strict=True)], color=color, width=6)
             if single else None,
-            customdata=[[lo, hi, s] for lo, hi, s in zip(lows, highs, seeds[:len(xs)], strict=True)],
-            hovertemplate=(name + "<br>%{x} labels: %{y:.3f}<br>seeds: min %{customdata[0]:.3f},"
-                           " max %{customdata[1]:.3f} (%{customdata[2]})<extra></extra>")))
+            customdata=[[lo, hi, s, t] for lo, hi, s, t in zip(lows, highs, seeds[:len(xs)], trained[:len(xs)],
+                                                                strict=True)],
+            hovertemplate=(name + "<br>%{x:,.0f} labels used (%{customdata[3]} training): %{y:.3f}"
+                           "<br>seeds: min %{customdata[0]:.3f}, max %{customdata[1]:.3f} (%{customdata[2]})"
+                           "<extra></extra>")))
+    if baseline is not None:
+        ys.append(baseline.value)
+        fig.add_hline(y=baseline.value, line=dict(color="#999", dash="dot", width=1),
+                      annotation_text=f"majority class: always {plot_text(baseline.label)} ({fmt_value(baseline.value)})",
+                      annotation_position="bottom right", annotation_font_size=11)
     y_lo, y_hi = min(ys), max(ys)
     pad = max(0.02, (y_hi - y_lo) * 0.15)
     fig.update_yaxes(range=[y_lo - pad, y_hi + pad])
@@ -129,18 +145,20 @@ def learning_curves(curves: Sequence[Any], colors: dict[str, str], metric: str,
                                       f"({fmt_value(best_prompt.mean)})",
                       annotation_position="top right", annotation_font_size=12)
     for i, cx in enumerate(c for c in crossovers if getattr(c, "n", None)):
-        if not log_x or cx.n <= 0:
+        at = getattr(cx, "labels", None) or cx.n
+        if not log_x or at <= 0:
             continue
-        color = colors.get(cx.variant, "#444")
-        if cx.n_low and cx.n_high and cx.n_high > cx.n_low:
-            fig.add_vrect(x0=max(cx.n_low, lo_x), x1=min(cx.n_high, hi_x),
+        color = colors.get(cx.variant, "#444444")
+        low, high = getattr(cx, "labels_low", None) or cx.n_low, getattr(cx, "labels_high", None) or cx.n_high
+        if low and high and high > low:
+            fig.add_vrect(x0=max(low, lo_x), x1=min(high, hi_x),
                           fillcolor=_rgba(color, 0.08), line_width=0, layer="below")
-        fig.add_vline(x=cx.n, line=dict(color=color, dash="dashdot", width=1.5))
-        fig.add_annotation(x=_ax(cx.n, log_x), y=1 - 0.08 * i, yref="paper", xanchor="left",
-                           text=f"{plot_text(cx.variant)} matches the best prompt at ≈{fmt_count(cx.n)}",
+        fig.add_vline(x=at, line=dict(color=color, dash="dashdot", width=1.5))
+        fig.add_annotation(x=_ax(at, log_x), y=1 - 0.08 * i, yref="paper", xanchor="left",
+                           text=f"{plot_text(cx.variant)} matches the best prompt at ≈{fmt_count(at)} labels used",
                            showarrow=False, font=dict(size=12, color=color),
                            bgcolor="rgba(255,255,255,0.85)")
-    if log_x:  # ticks at the sizes the run measured
+    if log_x:  # ticks at the label counts the run measured
         fig.update_xaxes(range=[math.log10(lo_x), math.log10(hi_x)], tickvals=positive,
                          ticktext=[f"{n:,}" for n in positive], minor=dict(showgrid=False))
     return fig
@@ -172,7 +190,7 @@ def accuracy_vs_cost(points: Sequence[VariantPoint], colors: dict[str, str], met
             textfont=dict(size=12), cliponaxis=False,
             error_y=dict(type="data", symmetric=False, array=[max(0.0, p.ci_high - p.mean)],
                          arrayminus=[max(0.0, p.mean - p.ci_low)], color=colors.get(p.variant)),
-            marker=dict(color=colors.get(p.variant, "#444"), size=15 if on_front else 10,
+            marker=dict(color=colors.get(p.variant, "#444444"), size=15 if on_front else 10,
                         symbol="circle" if p.family == "prompt" else "diamond",
                         line=dict(color="#111" if on_front else "white", width=2 if on_front else 1)),
             hovertemplate=(f"{name} ({p.n_train} labels)<br>{fmt_money(p.query_dollars * 1000)}"
@@ -198,7 +216,8 @@ def cumulative_cost(break_even: Any, scenario: Scenario) -> "go.Figure | None":
     if break_even is None:
         return None
     p_q, f_q = break_even.prompt_query_dollars, break_even.finetune_query_dollars
-    p_train, train = break_even.prompt_train_dollars, break_even.train_dollars
+    p_train = break_even.prompt_train_dollars + (getattr(break_even, "prompt_label_dollars", 0.0) or 0.0)
+    train = break_even.train_dollars + (getattr(break_even, "label_dollars", 0.0) or 0.0)
     horizon = scenario.queries_per_month * scenario.months
     marks = [q for q in (horizon, break_even.queries_dollars) if q]
     hi = max([1e4] + [m * 10 for m in marks])

@@ -106,9 +106,15 @@ def headline(analysis: Any, scenario: Any) -> list[str]:
         per_1k = 1000 * sum(c.query_cost(scenario) for c in best.cells) / len(best.cells)
         train = sum(c.train_cost(scenario) for c in best.cells) / len(best.cells)
         fmt = (lambda v: fmt_metric(v, metric))
-        lines.append(f"Best {what}: [bold]{escape(best.variant)}[/bold] ({best.n_train} labels): {metric} "
-                     f"{fmt(best.mean)} {_spread(best, fmt)}, {money(per_1k)} per 1,000 queries, "
-                     f"training {money(train)}")
+        used = round(sum(c.labels for c in best.cells) / len(best.cells))
+        labels = f"{best.n_train} labels" + (f", {used} used with dev" if used != best.n_train else "")
+        line = (f"Best {what}: [bold]{escape(best.variant)}[/bold] ({labels}): {metric} "
+                f"{fmt(best.mean)} {escape(_spread(analysis, best, fmt))}, {money(per_1k)} per 1,000 queries, "
+                f"training {money(train)}")
+        flag = analysis.flag(best.variant, best.n_train) if hasattr(analysis, "flag") else None
+        if flag is not None:
+            line += f" [yellow]no better than guessing: {escape(' and '.join(flag.why))}[/yellow]"
+        lines.append(line)
     return lines
 
 
@@ -123,9 +129,13 @@ def money(x: Optional[float]) -> str:
     return f"${x:.{max(2, 1 - math.floor(math.log10(abs(x))))}f}"
 
 
-def _spread(best: Any, fmt: Any) -> str:
-    """Min-max over seeds, or the 95% bootstrap CI when there is a single seed."""
+def _spread(analysis: Any, best: Any, fmt: Any) -> str:
+    """The analysis' interval for the best variant, saying what it is; else the seed range or, for one seed, the
+    cell's 95% bootstrap interval over test examples."""
+    band = analysis.interval(best.variant, best.n_train) if hasattr(analysis, "interval") else None
+    if band is not None:
+        return f"[{fmt(band.low)}-{fmt(band.high)}: {band.method}]"
     if len(best.cells) == 1:
         c = best.cells[0]
-        return f"[95% CI {fmt(c.ci_low)}-{fmt(c.ci_high)}]"
-    return f"[seeds {fmt(best.low)}-{fmt(best.high)}]"
+        return f"[95% CI {fmt(c.ci_low)}-{fmt(c.ci_high)} over test examples]"
+    return f"[seed range {fmt(best.low)}-{fmt(best.high)}]"

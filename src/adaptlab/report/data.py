@@ -139,7 +139,7 @@ def load_report_data(run_dir: str | Path, scenario: Scenario | None = None) -> R
                     reps.append(_representative(title, best, store.predictions))
     finally:
         store.close()
-    points = variant_points(cells, scenario)
+    points = variant_points(cells, scenario, analysis.interval if analysis is not None else None)
     columns = best_points(points)
     return ReportData(
         run_dir=run_dir, title=str(experiment.get("name") or run_dir.name), experiment=experiment,

@@ -68,6 +68,10 @@ def break_even_text(data: ReportData) -> str:
     if be is None:
         return "No break-even: the run needs both a finished prompt and a finished fine-tune."
     q = be.queries_dollars
+    no_labels = be.queries_dollars_no_labels
+    labels = ((f" (without the label price: ≈{fmt_count(no_labels)} queries)" if no_labels is not None
+               else " (without the label price: never)")
+              if be.label_dollars or be.prompt_label_dollars else "")
     if q is None:
         return (f"{be.finetune} costs more per query than {be.prompt}, so the prompt stays cheaper at "
                 "any query volume.")
@@ -78,8 +82,8 @@ def break_even_text(data: ReportData) -> str:
             if sc.queries_per_month > 0 else " (")
     when += f"; over {sc.months:g} months: {fmt_count(q / sc.months)} queries/month)" if sc.months > 0 else ")"
     when = "" if when == " ()" else when
-    return (f"Above ≈{fmt_count(q)} queries in total{when}, {be.finetune} is cheaper than {be.prompt}: its "
-            f"one-off cost {fmt_money(be.train_dollars)} is paid back by saving "
+    return (f"Above ≈{fmt_count(q)} queries in total{when}{labels}, {be.finetune} is cheaper than {be.prompt}: "
+            f"its one-off cost {fmt_money(be.train_dollars + be.label_dollars)} is paid back by saving "
             f"{fmt_money((be.prompt_query_dollars - be.finetune_query_dollars) * 1000)} per 1,000 queries.")
 
 
@@ -106,33 +110,51 @@ def crossover_notes(data: ReportData) -> list[str]:
     return out
 
 
+def format_spread_notes(data: ReportData) -> list[str]:
+    """One line per format spread: the range and each format's score."""
+    out = []
+    for s in data.analysis.sensitivity if data.analysis else []:
+        if s.across != "formats":
+            continue
+        parts = ", ".join(f"{v}: {fmt_value(x)}" for v, x in zip(s.variants, s.values))
+        out.append(f"{s.strategy} at {fmt_count(s.n_train)} labels: {fmt_value(min(s.values))} to "
+                   f"{fmt_value(max(s.values))} over {len(s.values)} formats (spread {fmt_value(s.spread)}; {parts}).")
+    return out
+
+
 def build_charts(data: ReportData) -> list[Chart]:
     a, sc, metric = data.analysis, data.scenario, data.metric
     if a is None:
         return []
     out: list[Chart | None] = []
     out.append(_chart(
-        charts.learning_curves(a.curves, data.colors, metric, a.best_prompt, a.crossovers),
-        "chart-curves", "Learning curves", "Learning curves: quality vs labelled examples",
-        f"Each line is one strategy variant: its mean {metric} over seeds at each number of labelled "
-        "examples (log scale). The shaded band spans the worst to the best seed. Prompts that use no labels "
-        "are flat dotted lines. The dashed horizontal line is the best prompt; a vertical dash-dot line "
-        "marks where a fine-tune's mean first reaches it (light band: the same crossing for its best and "
-        "worst seeds). A crossover far to the right means a prompt is worth many labels.",
+        charts.learning_curves(a.curves, data.colors, metric, a.best_prompt, a.crossovers, a.baseline),
+        "chart-curves", "Learning curves", "Learning curves: quality vs labels used, both arms",
+        f"Each line is one strategy variant, prompts (dashed: few-, many-shot, kNN) and fine-tunes (solid) alike: "
+        f"its mean {metric} over seeds against the labels it used (log scale): its training labels plus every "
+        "dev label it read to choose a checkpoint, stop early, calibrate or search a prompt. The shaded band "
+        "spans the worst to the best seed. Prompts that use no labels are flat dotted lines; the grey dotted "
+        "line is the majority-class baseline. The dashed horizontal line is the best prompt; a vertical "
+        "dash-dot line marks where a fine-tune's mean reaches it and stays above (light band: the same crossing "
+        "for its best and worst seeds).",
         crossover_notes(data)))
     out.append(_chart(
         charts.accuracy_vs_cost(data.columns, data.colors, metric), "chart-pareto",
         "Quality vs cost", "Quality vs serving cost",
         f"Each marker is one variant at its best number of labels (circles: prompts, diamonds: fine-tunes); "
-        f"error bars are 95% bootstrap intervals over the test examples. Cost per 1,000 queries is the "
-        f"measured median single-query latency x {fmt_money(sc.price_per_hour)}/hour. Up and to the left is better. "
+        f"error bars are the intervals of the comparison table. Cost per 1,000 queries is "
+        + ("the measured batched serving time (queries/second at the best batch size found)" if sc.serving == "batched"
+           else "the measured median single-query latency")
+        + f" x {fmt_money(sc.price_per_hour)}/hour (API models: reported tokens x token price). Up and to the left "
+        "is better. "
         "Outlined markers joined by the dotted staircase are the Pareto frontier: no other variant is both "
         "cheaper and better than them."))
     if a.break_even is not None:
         out.append(_chart(
             charts.cumulative_cost(a.break_even, sc), "chart-cost", "Cost vs query volume",
             "Total cost vs query volume",
-            f"Total spend as queries accumulate: the one-off adaptation cost plus the per-query serving cost, "
+            f"Total spend as queries accumulate: the one-off cost (adaptation compute and labels) plus the "
+            "per-query serving cost, "
             f"for the best prompt ({a.break_even.prompt}) and the best fine-tune ({a.break_even.finetune}). "
             "Both axes are logarithmic. Where the lines cross is the break-even; the dotted line is your "
             f"expected volume ({fmt_count(sc.queries_per_month)} queries/month for {sc.months:g} months).",
@@ -152,11 +174,18 @@ def build_charts(data: ReportData) -> list[Chart]:
             "colour is the share of the true class (the diagonal is correct). '(not a label)' counts "
             "answers outside the label set."))
     out.append(_chart(
-        charts.sensitivity(a.sensitivity, data.colors, metric), "chart-sensitivity", "Prompt sensitivity",
-        "Spread across seeds and templates",
-        f"Spread of {metric} when only the seed changes (it picks the demonstrations and their order) or "
-        "only the prompt template changes. Each dot is one run; a tall box means the result depends on the "
-        "luck of the draw, so a single run of that setup is not to be trusted."))
+        charts.sensitivity([s for s in a.sensitivity if s.across == "formats"], data.colors, metric),
+        "chart-formats", "Prompt sensitivity", "Format spread",
+        f"Spread of {metric} when only the prompt's format changes (chat template vs plain text, instruction "
+        "wording, answer prefix, demonstration order), as FormatSpread (Sclar et al. 2024) reports it: each dot "
+        "is one format (mean over seeds). The range, not only the best format, is what a new prompt can expect.",
+        format_spread_notes(data)))
+    out.append(_chart(
+        charts.sensitivity([s for s in a.sensitivity if s.across == "seeds"], data.colors, metric),
+        "chart-sensitivity", "Prompt sensitivity", "Spread across seeds",
+        f"Spread of {metric} when only the seed changes (it picks the demonstrations and their order). Each dot is "
+        "one run; a tall box means the result depends on the luck of the draw, so a single run of that setup is "
+        "not to be trusted."))
     return [c for c in out if c is not None]
 
 

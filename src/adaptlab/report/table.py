@@ -10,8 +10,9 @@ import html
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from adaptlab.results import CellRecord, Scenario
 
@@ -150,7 +151,8 @@ class VariantPoint:
     """Lowest value over seeds."""
     high: float
     ci_low: float
-    """Mean over seeds of the per-cell 95% bootstrap interval bounds."""
+    """The interval the analysis computed for this variant at this size (``interval_method`` says what it is);
+    without an analysis, the lowest and highest per-cell 95% bootstrap bounds over the seeds."""
     ci_high: float
     train_seconds: float
     train_flops: float
@@ -162,6 +164,11 @@ class VariantPoint:
     peak_memory_bytes: float
     trainable_params: float
     artifact_bytes: float
+    labels: float = 0.0
+    """Mean labels used over seeds (training + dev labels read)."""
+    label_dollars: float = 0.0
+    """Mean $ of those labels under the scenario's price per label."""
+    interval_method: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -173,19 +180,21 @@ class VariantPoint:
         return f"{self.variant} (n={self.n_train})"
 
     def total_cost(self, scenario: Scenario) -> float:
-        """$ over the scenario's horizon: serving plus training, re-paid at each task change."""
+        """$ over the scenario's horizon: serving plus the one-off cost (fit and labels), re-paid at each task
+        change (as the recommendation counts it)."""
         queries = scenario.queries_per_month * scenario.months
-        trainings = 1.0 + (scenario.task_changes_per_year * scenario.months / 12.0
-                           if self.family == "finetune" else 0.0)
-        return queries * self.query_dollars + trainings * self.train_dollars
+        trainings = 1.0 + scenario.task_changes_per_year * scenario.months / 12.0
+        return queries * self.query_dollars + trainings * (self.train_dollars + self.label_dollars)
 
     def best_cell(self) -> CellRecord:
         """The seed with the highest value (ties: the first)."""
         return max(self.cells, key=lambda c: c.value)
 
 
-def variant_points(cells: Sequence[CellRecord], scenario: Scenario) -> list[VariantPoint]:
-    """Every (variant, n_train) of the ok cells, aggregated over seeds."""
+def variant_points(cells: Sequence[CellRecord], scenario: Scenario,
+                   intervals: Callable[[str, int], Any] | None = None) -> list[VariantPoint]:
+    """Every (variant, n_train) of the ok cells, aggregated over seeds; ``intervals(variant, n)`` gives the
+    analysis' interval for it (an object with ``low``, ``high``, ``method``), or None."""
     groups: dict[tuple[str, int], list[CellRecord]] = defaultdict(list)
     for c in cells:
         if c.ok:
@@ -193,10 +202,18 @@ def variant_points(cells: Sequence[CellRecord], scenario: Scenario) -> list[Vari
     points = []
     for (variant, n), cs in groups.items():
         vals = [c.value for c in cs]
+        band = intervals(variant, n) if intervals is not None else None
+        if band is not None:
+            ci_low, ci_high, method = band.low, band.high, band.method
+        else:
+            ci_low, ci_high = min(c.ci_low for c in cs), max(c.ci_high for c in cs)
+            method = ("95% bootstrap over test examples, one seed" if len(cs) == 1 else
+                      "lowest and highest per-seed 95% bootstrap bounds")
         points.append(VariantPoint(
             variant=variant, strategy=cs[0].strategy, family=cs[0].family, n_train=n,
             metric=cs[0].metric, cells=cs, mean=_mean(vals), low=min(vals), high=max(vals),
-            ci_low=_mean(c.ci_low for c in cs), ci_high=_mean(c.ci_high for c in cs),
+            ci_low=ci_low, ci_high=ci_high, interval_method=method,
+            labels=_mean(c.labels for c in cs), label_dollars=_mean(c.label_cost(scenario) for c in cs),
             train_seconds=_mean(c.train_seconds for c in cs),
             train_flops=_mean(c.train_flops for c in cs),
             train_dollars=_mean(c.train_cost(scenario) for c in cs),
@@ -251,11 +268,14 @@ def _training(p: VariantPoint) -> str:
 
 
 def _labels(p: VariantPoint) -> str:
-    if p.n_train == 0:
+    used = round(p.labels) if not _bad(p.labels) else p.n_train
+    if p.n_train == 0 and used == 0:
         return "0 (none)"
+    if used != p.n_train:
+        return f"{used:,} ({p.n_train:,} training + {used - p.n_train:,} read on dev)"
     if p.family == "prompt":
-        return f"{p.n_train:,} (demonstrations)"
-    return f"{p.n_train:,}"
+        return f"{used:,} (demonstration pool)" if p.strategy != "few_shot" else f"{used:,} (demonstrations)"
+    return f"{used:,}"
 
 
 def _flexibility(p: VariantPoint) -> str:
@@ -278,7 +298,9 @@ def comparison_table(columns: Sequence[VariantPoint], scenario: Scenario) -> lis
     rows = [
         TableRow("Training", "Training required", [_training(p) for p in columns]),
         TableRow("Data", "Labelled examples used", [_labels(p) for p in columns],
-                 "the number of labels where the variant scored best"),
+                 "at the size where the variant scored best: training labels and every dev label read"),
+        TableRow("Data", "Label cost", [fmt_money(p.label_dollars) for p in columns],
+                 f"at {fmt_money(scenario.price_per_label)} per label"),
         TableRow("Compute", "Training cost", [fmt_money(p.train_dollars) for p in columns],
                  f"at {fmt_money(scenario.train_hour_price)}/hour"),
         TableRow("Compute", "Training compute", [fmt_si(p.train_flops, "FLOPs") for p in columns]),
@@ -286,7 +308,9 @@ def comparison_table(columns: Sequence[VariantPoint], scenario: Scenario) -> lis
         TableRow("Compute", "Peak memory", [fmt_bytes(p.peak_memory_bytes) for p in columns]),
         TableRow("Serving", "Cost per 1,000 queries",
                  [fmt_money(p.query_dollars * 1000) for p in columns],
-                 f"at {fmt_money(scenario.price_per_hour)}/hour"),
+                 f"at {fmt_money(scenario.price_per_hour)}/hour, "
+                 + ("batched at the measured best throughput" if scenario.serving == "batched"
+                    else "one query at a time") + " (API models: reported tokens x token price)"),
         TableRow("Serving", "Compute per query", [fmt_si(p.query_flops, "FLOPs") for p in columns]),
         TableRow("Serving", "Prompt tokens per query",
                  [fmt_value(p.query_prompt_tokens, 0) for p in columns]),
@@ -294,13 +318,14 @@ def comparison_table(columns: Sequence[VariantPoint], scenario: Scenario) -> lis
                  [fmt_seconds(p.query_seconds) for p in columns],
                  "prompt prefix kept between queries" if scenario.prefix_cache else "each query computed in full"),
         TableRow("Serving", horizon, [fmt_money(p.total_cost(scenario)) for p in columns],
-                 "serving + training" + (", retrained at each task change"
-                                         if scenario.task_changes_per_year else "")),
+                 "serving + training + labels" + (", re-paid at each task change"
+                                                  if scenario.task_changes_per_year else "")),
         TableRow("Flexibility", "Changing the task", [_flexibility(p) for p in columns]),
         TableRow("Flexibility", "Artifact size", [fmt_bytes(p.artifact_bytes) for p in columns]),
         TableRow("Quality", f"{metric} [95% CI]",
                  [fmt_ci(p.mean, p.ci_low, p.ci_high) for p in columns],
-                 "mean over seeds; interval: bootstrap over test examples"),
+                 "mean over seeds; interval: " + "; ".join(sorted({p.interval_method for p in columns
+                                                                  if p.interval_method}))),
         TableRow("Quality", "Range over seeds",
                  [_seed_range(p) for p in columns]),
     ]

@@ -75,10 +75,12 @@ class Adapted(Protocol):
         ...
 
     def cost(self) -> dict[str, Any]:
-        """Cost facts: ``{"train": {...}, "query": {...}, "fit": {...}, "search": {...} | None}``.
+        """Cost facts: ``{"train": {...}, "query": {...}, "labels": {...}, "fit": {...}, "search": {...} | None}``.
 
         ``train`` may hold seconds, flops, peak_memory_bytes, trainable_params; ``query`` may hold prompt_tokens
-        (mean), prefix_shared, demonstrations. Missing keys are filled by the evaluator.
+        (mean), prefix_shared, demonstrations. ``labels`` = ``{"train": n, "dev": m}``: every labelled example the
+        fit read (training examples shown or trained on; dev examples that chose a checkpoint, stopped training,
+        calibrated or searched). Missing keys are filled by the evaluator (no ``labels``: n_train is assumed).
         """
         ...
 

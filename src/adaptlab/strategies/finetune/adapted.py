@@ -2,7 +2,7 @@
 
 Folder layout written by `FinetunedAdapted.save`::
 
-    adapted.json     kind, method, base model name, weights kind, prompt format, configs, train cost
+    adapted.json     kind, method, base model name, weights kind, prompt format, configs, train cost, labels
     adapter/         peft adapter (adapter_config.json + adapter_model.safetensors)   lora/ia3/prompt_tuning
     model/           full weights + tokenizer (safetensors)                           full
     merged/          LoRA/IA3 merged into the base: a plain model folder              save(merge=True)
@@ -19,7 +19,7 @@ import copy
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -29,6 +29,7 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.files import write_json_atomic
 from adaptlab.strategies.artifacts import ARTIFACT_FILE, ModelBinder, Prediction, artifact_path, malformed_artifact
 from adaptlab.strategies.base import ArtifactKind, get_strategy
+from adaptlab.strategies.finetune.train_args import TrainSettings
 from adaptlab.strategies.prompt.artifact import load_prompt_adapted
 
 if TYPE_CHECKING:
@@ -70,6 +71,10 @@ class FinetunedAdapted:
     """Where the weights were loaded from: memory, adapter, model or merged."""
     merge: bool = False
     """`save` also writes ``merged/`` (the adapter folded into the base weights)."""
+    labels_used: dict[str, int] | None = None
+    """Labels the fit read: ``{"train": n_train, "dev": m}`` (m: the dev sample when it chose the checkpoint or
+    could stop training early). None (an artifact saved before labels were counted): `label_counts` derives them
+    from ``train_args``."""
     _lm: Any = field(default=None, repr=False)
     _last_prompt_tokens: float | None = field(default=None, repr=False)
 
@@ -128,14 +133,23 @@ class FinetunedAdapted:
         c = self.train_cost
         train = {k: c.get(k) for k in ("seconds", "flops", "peak_memory_bytes", "trainable_params",
                                        "artifact_bytes")}
-        train.update({k: c[k] for k in ("tokens", "tokens_per_second", "step_seconds", "steps", "flops_formula",
-                                        "eval_flops", "peak_memory_kind", "total_params", "num_processes")
+        train.update({k: c[k] for k in ("tokens", "tokens_per_second", "step_seconds", "steps", "total_steps",
+                                        "epochs_planned", "flops_formula", "eval_flops", "peak_memory_kind",
+                                        "total_params", "num_processes")
                       if k in c})
         return {"train": train,
                 "query": {"prompt_tokens": self._last_prompt_tokens, "prefix_shared": True,
                           "demonstrations": 0, "virtual_tokens": self.virtual_tokens,
                           "flops_formula": "2 x N x (prompt + scored tokens) per query, N = base parameters"},
-                "fit": {"method": self.method, "final_dev": self.final_dev}}
+                "fit": {"method": self.method, "final_dev": self.final_dev},
+                "labels": self.label_counts()}
+
+    def label_counts(self) -> dict[str, int]:
+        """``{"train", "dev"}`` labels the fit read (recorded, or derived from ``train_args`` for an old artifact)."""
+        if self.labels_used is not None:
+            used = self.labels_used
+            return {"train": int(used.get("train", self.n_train)), "dev": int(used.get("dev", 0))}
+        return recorded_labels(self.train_args, self.n_train, self.n_dev)
 
     # ------------------------------------------------------------------ persistence
     def to_json(self, weights: str) -> dict[str, Any]:
@@ -150,7 +164,7 @@ class FinetunedAdapted:
             "prompt": self.prompt.to_json(),
             "base_params": self.base_params,
             "train": {"n_train": self.n_train, "n_dev": self.n_dev, "cost": self.train_cost,
-                      "final_dev": self.final_dev},
+                      "final_dev": self.final_dev, "labels": self.label_counts()},
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -177,6 +191,23 @@ class FinetunedAdapted:
                 f.write(json.dumps(rec) + "\n")
         write_json_atomic(directory / ARTIFACT_FILE, self.to_json(weights))
         return directory
+
+
+def dev_selects(train_args: Mapping[str, Any]) -> bool:
+    """Whether the dev sample chose the returned weights under these training arguments: ``select_on_dev`` (absent:
+    true, as before the option existed) and ``keep_best`` or early stopping."""
+    if not train_args.get("select_on_dev", True):
+        return False
+    return bool(train_args.get("keep_best", True)) or train_args.get("early_stopping_patience") is not None
+
+
+def recorded_labels(train_args: Mapping[str, Any], n_train: int, n_dev: int) -> dict[str, int]:
+    """Labels a fit with ``train_args`` read from ``n_train`` training and ``n_dev`` dev examples: all training
+    examples, and the dev sample (``eval_limit`` of them) when it chose the weights (`dev_selects`)."""
+    if not n_dev or not dev_selects(train_args):
+        return {"train": n_train, "dev": 0}
+    limit = train_args.get("eval_limit", TrainSettings.model_fields["eval_limit"].default)
+    return {"train": n_train, "dev": n_dev if limit is None else min(int(limit), n_dev)}
 
 
 def _save_plain(model: Any, tokenizer: Any, folder: Path) -> None:
@@ -230,7 +261,8 @@ def load_finetuned(directory: Path, data: dict[str, Any], binder: ModelBinder) -
         train_args=data.get("train_args", {}), prompt=prompt, model=model, tokenizer=tokenizer,
         base_params=int(data.get("base_params") or 0), train_cost=train.get("cost", {}),
         final_dev=train.get("final_dev", {}), n_train=int(train.get("n_train", 0)),
-        n_dev=int(train.get("n_dev", 0)), weights=weights)
+        n_dev=int(train.get("n_dev", 0)), weights=weights,
+        labels_used=train.get("labels") if isinstance(train.get("labels"), dict) else None)
 
 
 FINETUNED_ARTIFACT = ArtifactKind(KIND, load_finetuned)

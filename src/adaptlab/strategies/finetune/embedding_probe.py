@@ -7,7 +7,8 @@ predicts with the same arithmetic as scikit-learn's ``predict_proba`` (sigmoid f
 softmax otherwise).
 
 Cost: training FLOPs ~= 2 x N_embedder x (embedded tokens) (the regression is negligible); per query
-2 x N_embedder x (input tokens).
+2 x N_embedder x (input tokens). Labels: the training examples; the dev split is scored for the log only (it
+chooses nothing), so it counts 0.
 """
 
 from __future__ import annotations
@@ -146,12 +147,15 @@ class EmbeddingProbeAdapted:
 
     def cost(self) -> dict[str, Any]:
         info = self.fit_info
-        return {"train": {k: info.get(k) for k in ("seconds", "flops", "peak_memory_bytes", "trainable_params",
-                                                   "artifact_bytes", "tokens", "tokens_per_second", "flops_formula")},
-                "query": {"prompt_tokens": self._last_prompt_tokens, "prefix_shared": False,
-                          "demonstrations": 0,
-                          "flops_formula": "2 x N_embedder x input tokens per query"},
-                "fit": info}
+        out = {"train": {k: info.get(k) for k in ("seconds", "flops", "peak_memory_bytes", "trainable_params",
+                                                  "artifact_bytes", "tokens", "tokens_per_second", "flops_formula")},
+               "query": {"prompt_tokens": self._last_prompt_tokens, "prefix_shared": False,
+                         "demonstrations": 0,
+                         "flops_formula": "2 x N_embedder x input tokens per query"},
+               "fit": info}
+        if isinstance(info.get("n_train"), int):
+            out["labels"] = {"train": info["n_train"], "dev": 0}  # dev accuracy is only logged: it chooses nothing
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": KIND, "adaptlab_version": adaptlab.__version__, "model": self.model_name,

@@ -5,7 +5,12 @@ fit itself. A method is one file: a `GradientConfig` subclass that builds its tr
 Training uses the zero-shot prompt of the prompt strategies (same instruction, input template and
 verbalizers): classification trains ``context -> " " + verbalizer``, generation ``context -> " " + reference +
 EOS``; the loss covers the answer tokens only. Prediction goes through the same prompt, so fine-tuning and
-prompting differ only in how the model was adapted.
+prompting differ only in how the model was adapted. The prompt format defaults to ``plain`` here (prompt
+strategies default to ``auto``, the chat template when the model has one): the fine-tune learns its own format,
+and plain keeps the training sequences short.
+
+Labels: the artifact counts the training examples and, when the dev sample chose the checkpoint (``keep_best``)
+or could stop training early, that dev sample (`dev_labels_used`); ``select_on_dev: false`` reads no dev example.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ from adaptlab.errors import ConfigError, DataError
 from adaptlab.metrics import compute
 from adaptlab.models.costs import count_params
 from adaptlab.strategies.base import FitContext, NotMainProcess, StrategyConfig
-from adaptlab.strategies.finetune.adapted import FinetunedAdapted
+from adaptlab.strategies.finetune.adapted import FinetunedAdapted, dev_selects
 from adaptlab.strategies.finetune.batching import Pair, encode_pairs
 from adaptlab.strategies.finetune.recipe import Recipe, RecipeSetup
 from adaptlab.strategies.finetune.train_args import TrainArgs, TrainSettings
 from adaptlab.strategies.prompt.common import new_adapted
-from adaptlab.strategies.prompt.format import continuation
+from adaptlab.strategies.prompt.format import continuation, resolve_style
 from adaptlab.strategies.prompt.zero_shot import ZeroShotConfig
 
 if TYPE_CHECKING:
@@ -56,7 +61,8 @@ class GradientConfig(StrategyConfig, TrainSettings):
 
     prompt: dict[str, Any] = Field(default_factory=dict)
     """The prompt format trained on and predicted with: ``zero_shot`` options (``format``, ``instruction``,
-    ``answer_prefix``, ...); default: the zero-shot defaults."""
+    ``answer_prefix``, ...); default: the zero-shot defaults, except ``format: plain`` (the fine-tune learns its
+    own format; plain keeps sequences short; ``auto`` picks the chat template when the tokenizer has one)."""
     merge: bool = False
     """Also save the adapter folded into the base weights (``merged/``: a plain model folder that loads without
     peft)."""
@@ -110,12 +116,25 @@ class GradientConfig(StrategyConfig, TrainSettings):
         return fit_gradient_method(self, task, train, dev, ctx)
 
 
-def zero_shot_prompt(task: Task, model_name: str, options: dict[str, Any] | None = None) -> PromptAdapted:
-    """The zero-shot `PromptAdapted` whose format fine-tuning trains on and predicts with."""
-    cfg = ZeroShotConfig.parse(options or {})
+FINETUNE_PROMPT_FORMAT = "plain"
+"""The prompt format a fine-tune trains on unless its ``prompt`` options say otherwise (not the prompt strategies'
+``auto``): the fine-tune learns its own format, and plain keeps sequences short."""
+
+
+def zero_shot_prompt(task: Task, model_name: str, options: dict[str, Any] | None = None,
+                     tokenizer: Any = None) -> PromptAdapted:
+    """The zero-shot `PromptAdapted` whose format fine-tuning trains on and predicts with (``format`` defaults to
+    plain; ``auto`` resolves with ``tokenizer``)."""
+    cfg = ZeroShotConfig.parse({"format": FINETUNE_PROMPT_FORMAT, **(options or {})})
     if cfg.calibrate:
         raise ConfigError("calibration does not apply to fine-tuned models", field="prompt.calibrate")
-    return new_adapted(task, model_name, cfg.prompt_format(task), cfg)
+    return new_adapted(task, model_name, cfg.prompt_format(task, style=resolve_style(cfg.format, tokenizer)), cfg)
+
+
+def dev_labels_used(args: TrainSettings, n_dev_sample: int) -> int:
+    """Dev labels that influenced the weights a fit returns: the dev sample when it chose the checkpoint
+    (``keep_best``) or could stop training early, else 0 (``select_on_dev: false``, or evaluations only logged)."""
+    return n_dev_sample if dev_selects(args.model_dump()) else 0
 
 
 def training_pairs(prompt: PromptAdapted, task: Task, examples: Sequence[Example], tokenizer: Any = None) -> list[Pair]:
@@ -180,7 +199,7 @@ def fit_gradient_method(cfg: GradientConfig, task: Task, train: Sequence[Example
     args = cfg.train_args(ctx.seed, progress=ctx.progress)
     loaded = ctx.trainable()  # on CPU; accelerate moves it to the device
     tok = loaded.tokenizer
-    zs = zero_shot_prompt(task, loaded.name, cfg.prompt)
+    zs = zero_shot_prompt(task, loaded.name, cfg.prompt, tok)
     generation = task.type == "generation"
     train_enc = encode_pairs(tok, training_pairs(zs, task, train, tok), max_length=args.max_length, eos=generation)
     n_params = count_params(loaded.model)
@@ -189,7 +208,7 @@ def fit_gradient_method(cfg: GradientConfig, task: Task, train: Sequence[Example
 
     torch.manual_seed(args.seed)
     net = cfg.build(loaded.model, instruction_ids=instruction_ids, seed=args.seed)
-    dev_eval = seeded_sample(list(dev), args.eval_limit, args.seed)
+    dev_eval = seeded_sample(list(dev), args.eval_limit, args.seed) if args.select_on_dev else []
     dev_enc = encode_pairs(tok, training_pairs(zs, task, dev_eval, tok), max_length=args.max_length, eos=generation)
     scorer = dev_scorer(zs, task, dev_eval, tok, cfg.scoring_model) if args.eval_metric and dev_eval else None
     work = Path(ctx.work_dir) if ctx.work_dir is not None else Path(tempfile.mkdtemp(prefix="adaptlab-ft-"))
@@ -207,4 +226,4 @@ def fit_gradient_method(cfg: GradientConfig, task: Task, train: Sequence[Example
         train_args={**args.settings(), "learning_rate": recipe.lr}, prompt=zs, model=recipe.model, tokenizer=tok,
         base_params=n_params, train_cost=result.cost, history=result.state.history, final_dev=result.final_dev,
         n_train=len(train), n_dev=len(dev), model_path=str(loaded.path) if loaded.path else None,
-        merge=cfg.merge)
+        merge=cfg.merge, labels_used={"train": len(train), "dev": dev_labels_used(args, len(dev_eval))})

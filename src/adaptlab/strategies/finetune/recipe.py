@@ -8,9 +8,12 @@ tuning, or everything) on encoded (context, answer) pairs with an answer-only lo
   `LengthGroupedBatches` and split across processes by this recipe (no padding to a global maximum).
 * AdamW, warmup + linear/cosine decay, gradient accumulation (``no_sync`` on inner micro-batches),
   gradient clipping; the loss of an optimizer step is the mean over its answer tokens.
+* Schedule: ``max_steps`` optimizer steps, else ``epochs`` passes raised to whole epochs reaching
+  ``min_steps`` (`TrainSettings.planned_epochs`: a small training set still gets enough updates).
 * Dev evaluation every ``eval_every`` steps (or each epoch): dev loss and, when a scorer is given,
   the task metric through the same LM scoring path as prompting. Early stopping and keeping the best
-  weights follow the dev metric (dev loss when there is no scorer).
+  weights follow the dev metric (dev loss when there is no scorer). With ``select_on_dev: false`` there
+  is no dev evaluation at all: the fixed schedule runs to its end and the last weights are kept.
 * Resumable checkpoints every ``save_every`` steps (`adaptlab.strategies.finetune.checkpoint`).
 * GPU out-of-memory in a step halves the micro-batch and retries that step (`run_with_memory_backoff`):
   the optimizer step sees the same examples with the same loss weights, so the run goes on unchanged.
@@ -165,7 +168,12 @@ class Recipe:
                                             seed=args.seed, group_by_length=args.group_by_length,
                                             num_processes=acc.num_processes, process_index=acc.process_index)
         self.groups_per_epoch = math.ceil(len(self.batches) / args.grad_accum)
-        self.total_steps = args.max_steps or args.epochs * self.groups_per_epoch
+        self.epochs_planned = args.planned_epochs(self.groups_per_epoch)
+        self.total_steps = args.planned_steps(self.groups_per_epoch)
+        self.eval_interval = args.eval_interval(self.epochs_planned, self.total_steps)
+        if args.max_steps is None and self.epochs_planned != args.epochs:
+            log.info("%d epochs of %d steps are fewer than min_steps=%s: training %d epochs (%d steps)",
+                     args.epochs, self.groups_per_epoch, args.min_steps, self.epochs_planned, self.total_steps)
         name = {"constant": "constant_with_warmup"}.get(args.schedule, args.schedule)
         self.scheduler = get_scheduler(name, self.optimizer, num_warmup_steps=round(args.warmup_ratio *
                                        self.total_steps), num_training_steps=self.total_steps)
@@ -326,14 +334,15 @@ class Recipe:
                 window_loss, window_steps, window_tokens, window_time = 0.0, 0, 0, 0.0
             else:
                 bar.update(st.step, None, None)
-            evaluate = (args.eval_every and st.step % args.eval_every == 0) or \
-                (not args.eval_every and epoch_end) or done
+            boundary = (self.eval_interval and st.step % self.eval_interval == 0) or \
+                (not self.eval_interval and epoch_end) or done
+            evaluate = boundary and args.select_on_dev  # select_on_dev false: no dev example is read
             if evaluate:
                 self._evaluate_and_select()
                 self.model.train()
             st.seconds = seconds_before + time.perf_counter() - start
             periodic = args.save_every and st.step % args.save_every == 0
-            if not done and not st.stopped_early and (periodic or evaluate):
+            if not done and not st.stopped_early and (periodic or boundary):
                 save_checkpoint(self.ckpt_root, st.step, model=self.model, optimizer=self.optimizer,
                                 scheduler=self.scheduler, state={**asdict(st), "plan": self._plan_signature()},
                                 accelerator=acc,
@@ -417,6 +426,8 @@ class Recipe:
             "seconds": st.seconds,
             "step_seconds": st.step_seconds,
             "steps": st.step,
+            "total_steps": self.total_steps,
+            "epochs_planned": self.epochs_planned if self.args.max_steps is None else None,
             "epochs_completed": st.epoch,
             "tokens": st.tokens,
             "padded_tokens": st.padded_tokens,

@@ -18,7 +18,8 @@ Classification only. The artifact (kind ``setfit``) holds the fine-tuned encoder
 tokenizer (``encoder/``), the head coefficients (``head.safetensors``) and ``adapted.json``; no pickle.
 
 Cost: training FLOPs ~= 6 x N_encoder x (pair tokens trained on) + 2 x N_encoder x (tokens embedded for the head);
-per query 2 x N_encoder x (input tokens).
+per query 2 x N_encoder x (input tokens). Labels (``cost()["labels"]``): the training examples; the dev split is
+scored for the log only (it chooses nothing), so it counts 0.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -14,9 +15,12 @@ class TrainSettings(ConfigModel):
     """Settings shared by every gradient-based method (the training recipe)."""
 
     epochs: int = Field(3, ge=1)
-    """Passes over the training set (ignored when ``max_steps`` is set)."""
+    """Passes over the training set (ignored when ``max_steps`` is set; raised to reach ``min_steps``)."""
     max_steps: int | None = Field(None, ge=1)
-    """Stop after this many optimizer steps (overrides ``epochs``)."""
+    """Stop after this many optimizer steps (overrides ``epochs`` and ``min_steps``)."""
+    min_steps: int | None = Field(50, ge=1)
+    """At least this many optimizer steps, epochs are raised to reach it: at n=16, batch 8, 3 epochs would be 6
+    updates (None: epochs decide)."""
     batch_size: int = Field(8, ge=1)
     """Examples per micro-batch per process. Higher: faster, more memory."""
     grad_accum: int = Field(1, ge=1)
@@ -36,7 +40,12 @@ class TrainSettings(ConfigModel):
     group_by_length: bool = True
     """Batch examples of similar length together (less padding, more tokens/second)."""
     eval_every: int = Field(0, ge=0)
-    """Evaluate on the dev split every N optimizer steps (0: at the end of every epoch)."""
+    """Evaluate on the dev split every N optimizer steps (0: at the end of every epoch, at most ``max_evals``
+    times)."""
+    max_evals: int = Field(5, ge=1)
+    """With ``eval_every: 0``, when more epochs than this are planned (``min_steps`` raised them), evaluate every
+    ceil(steps / max_evals) steps instead of every epoch (and at the end): dev evaluations cost as much as a
+    few steps each."""
     eval_metric: bool = True
     """Also score the dev split with the task metric (through the LM scoring path), not only dev loss."""
     eval_limit: int | None = Field(200, ge=1)
@@ -45,6 +54,9 @@ class TrainSettings(ConfigModel):
     """Stop after this many evaluations without improvement (None: never stop early)."""
     keep_best: bool = True
     """Finish with the weights of the best evaluation instead of the last step."""
+    select_on_dev: bool = True
+    """Choose the checkpoint / stop early on dev labels (counted in labels_used). False: a fixed schedule, the last
+    weights, no dev labels read."""
     save_every: int = Field(50, ge=0)
     """Write a resumable checkpoint every N optimizer steps (0: only at evaluations)."""
     keep_checkpoints: int = Field(1, ge=1)
@@ -62,6 +74,31 @@ class TrainSettings(ConfigModel):
     oom_retries: int = Field(3, ge=0, le=16)
     """On GPU out-of-memory, halve the micro-batch (doubling accumulation: the same examples per optimizer
     step) and retry the step, at most this many times in a run (0: fail at once)."""
+
+    def planned_epochs(self, groups_per_epoch: int) -> int:
+        """Epochs to train when ``max_steps`` is unset: ``epochs``, raised to whole epochs reaching ``min_steps``
+        (every example is then seen equally often)."""
+        groups_per_epoch = max(groups_per_epoch, 1)
+        if self.min_steps is None or self.epochs * groups_per_epoch >= self.min_steps:
+            return self.epochs
+        return math.ceil(self.min_steps / groups_per_epoch)
+
+    def planned_steps(self, groups_per_epoch: int) -> int:
+        """Optimizer steps of the run: ``max_steps``, else `planned_epochs` x ``groups_per_epoch``."""
+        return self.max_steps or self.planned_epochs(groups_per_epoch) * max(groups_per_epoch, 1)
+
+    def eval_interval(self, epochs_planned: int, total_steps: int) -> int:
+        """Steps between dev evaluations (0: at each epoch's end): ``eval_every``, else every epoch while at most
+        ``max_evals`` epochs are planned, else ceil(total_steps / max_evals)."""
+        if self.eval_every or epochs_planned <= self.max_evals:
+            return self.eval_every
+        return math.ceil(total_steps / self.max_evals)
+
+    def steps_per_epoch(self, n_train: int, processes: int = 1) -> int:
+        """Optimizer steps in one pass over ``n_train`` examples (micro-batches of ``batch_size`` per process,
+        ``grad_accum`` per step), as the recipe plans them in one process."""
+        micro = math.ceil(max(n_train, 1) / (self.batch_size * max(processes, 1)))
+        return math.ceil(micro / self.grad_accum)
 
     @field_validator("device")
     @classmethod

@@ -10,6 +10,11 @@
   demonstrations.
 - ``prompt_search``: candidate instructions/templates/demo sets scored on dev; the best is kept and the spread
   across candidates recorded.
+
+``format: auto`` (the default) is resolved when the prompt is fitted: the chat template when the LM's tokenizer has
+one, else plain (`adaptlab.strategies.prompt.format.resolve_style`); the artifact stores the resolved style and the
+fit info records it as ``format_used``. Problems worth a look but not an error (balanced selection with fewer
+demonstrations than classes) are logged and listed in the fit info's ``warnings``.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from adaptlab.models.costs import forward_flops, peak_rss_bytes
 from adaptlab.strategies.base import FitContext, LabelUse, StrategyConfig
 from adaptlab.strategies.prompt.artifact import Calibration, KnnSpec, PromptAdapted
 from adaptlab.strategies.prompt.calibration import CONTENT_FREE
-from adaptlab.strategies.prompt.format import Demo, PromptFormat
-from adaptlab.strategies.prompt.selection import KnnIndex, order_demos, select_balanced, select_random
+from adaptlab.strategies.prompt.format import Demo, FormatChoice, PromptFormat, Style, resolve_style
+from adaptlab.strategies.prompt.selection import (KnnIndex, balanced_shortfall, order_demos, select_balanced,
+                                                  select_random)
 
 if TYPE_CHECKING:
     from adaptlab.data.example import Example
@@ -41,8 +47,9 @@ log = logging.getLogger(__name__)
 class PromptConfig(StrategyConfig):
     """Instruction + query; optional contextual calibration."""
 
-    format: Literal["plain", "chat"] = "plain"
-    """``plain`` text prompt, or the model's ``chat`` template."""
+    format: FormatChoice = "auto"
+    """``plain`` text prompt, the model's ``chat`` template, or ``auto``: chat when the model's tokenizer has a chat
+    template, else plain (resolved when fitted; the artifact keeps the resolved style)."""
     instruction: str | None = None
     """Instruction text; default: the task's instruction."""
     answer_prefix: str = "Answer:"
@@ -71,9 +78,16 @@ class PromptConfig(StrategyConfig):
     def label_use(self) -> LabelUse:
         return LabelUse("none")
 
-    def prompt_format(self, task: Task) -> PromptFormat:
+    def style_for(self, lm: Any) -> Style:
+        """The style ``format`` means for ``lm`` (``auto``: chat when its tokenizer has a chat template)."""
+        return resolve_style(self.format, getattr(lm, "tokenizer", None))
+
+    def prompt_format(self, task: Task, style: Style | None = None) -> PromptFormat:
+        """The prompt layout for ``task`` in ``style`` (default: ``format``, with ``auto`` as for a model without
+        a chat template, i.e. plain; fits pass `style_for` of their LM)."""
         instruction = task.instruction if self.instruction is None else self.instruction
-        return PromptFormat(instruction=instruction, style=self.format, answer_prefix=self.answer_prefix,
+        style = style or resolve_style(self.format, None)
+        return PromptFormat(instruction=instruction, style=style, answer_prefix=self.answer_prefix,
                             input_prefix=self.input_prefix, instruction_role=self.instruction_role,
                             chat_demos=self.chat_demos)
 
@@ -125,6 +139,7 @@ class DemoConfig(PromptConfig):
             return [], None, None
         pool = demo_pool(task, train)
         if self.selection != "knn":
+            meter.warn(balanced_warning(self, task))
             return select_demos(self, task, pool, ctx.seed), None, None
         pool = seeded_sample(pool, self.pool_size, ctx.seed)
         t0 = time.perf_counter()
@@ -168,8 +183,9 @@ def fit_prompt(cfg: PromptConfig, task: Task, train: Sequence[Example], ctx: Fit
     """Fit zero-shot / few-shot / calibrate: pick demonstrations, estimate calibration."""
     lm = ctx.lm()
     with FitMeter(lm) as meter:
+        style = meter.extra["format_used"] = cfg.style_for(lm)
         demos, knn, index = cfg.demonstrations(task, train, ctx, meter)
-        adapted = new_adapted(task, lm.name, cfg.prompt_format(task), cfg, demos, knn).bind(lm)
+        adapted = new_adapted(task, lm.name, cfg.prompt_format(task, style), cfg, demos, knn).bind(lm)
         if index is not None:
             adapted.set_index(index, ctx.embedder(knn.embedder))  # type: ignore[union-attr]
         if cfg.calibrate:
@@ -179,6 +195,14 @@ def fit_prompt(cfg: PromptConfig, task: Task, train: Sequence[Example], ctx: Fit
                                                                             getattr(lm, "tokenizer", None)))
     adapted.fit_info = meter.info()
     return adapted
+
+
+def balanced_warning(cfg: DemoConfig, task: Task) -> str | None:
+    """The warning for ``balanced`` selection of fewer demonstrations than the task has classes (some classes are
+    never shown; the selection itself is unchanged), or None."""
+    if cfg.selection != "balanced" or task.type != "classification":
+        return None
+    return balanced_shortfall(cfg.k, len(task.label_keys))
 
 
 def select_demos(cfg: DemoConfig, task: Task, pool: Sequence[Demo], seed: int) -> list[Demo]:
@@ -199,6 +223,13 @@ class FitMeter:
     def __init__(self, lm: LM) -> None:
         self.lm = lm
         self.extra: dict[str, Any] = {}
+        self.warnings: list[str] = []
+
+    def warn(self, message: str | None) -> None:
+        """Log ``message`` and list it in the fit info's ``warnings`` (nothing for None or a repeat)."""
+        if message and message not in self.warnings:
+            log.warning("%s", message)
+            self.warnings.append(message)
 
     def __enter__(self) -> FitMeter:
         u = self.lm.usage
@@ -217,4 +248,5 @@ class FitMeter:
                 "prompt_tokens": u.prompt_tokens - self._prompt0,
                 "lm_requests": u.requests - self._req0,
                 "flops": forward_flops(n_params, computed) if n_params else None,
-                "peak_memory_bytes": peak_rss_bytes(), **self.extra}
+                "peak_memory_bytes": peak_rss_bytes(), **self.extra,
+                **({"warnings": list(self.warnings)} if self.warnings else {})}

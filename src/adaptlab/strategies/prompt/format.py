@@ -1,6 +1,6 @@
 """Prompt building: instruction + optional demonstrations + query input, as plain text or chat.
 
-Plain format (default)::
+Plain format::
 
     {instruction}\\n\\n{input_prefix}{demo_input}\\n{answer_prefix} {demo_output}\\n\\n...{input_prefix}{query_input}\\n{answer_prefix}
 
@@ -14,6 +14,10 @@ turn pairs (``chat_demos="turns"``, the assistant answering ``"{answer_prefix} {
 inlined as plain-format text inside the user message (``"inline"``). The context ends after the
 assistant-turn start (``add_generation_prompt=True``) followed by the answer prefix, so the scored
 continuation is again ``" " + verbalizer`` (just ``verbalizer`` when the answer prefix is empty).
+
+The prompt strategies' ``format`` option defaults to ``auto`` (`resolve_style`): chat when the LM's tokenizer has a
+chat template, else plain. It is resolved when a prompt is fitted, so a saved `PromptFormat` is always plain or
+chat.
 """
 
 from __future__ import annotations
@@ -26,6 +30,17 @@ from typing import Any, Literal
 from adaptlab.errors import ConfigError
 
 Style = Literal["plain", "chat"]
+FormatChoice = Literal["auto", "plain", "chat"]
+"""A ``format`` option: a `Style`, or ``auto`` (resolved by `resolve_style`)."""
+
+
+def resolve_style(choice: str, tokenizer: Any) -> Style:
+    """The `Style` a ``format`` option means for an LM with ``tokenizer``: ``auto`` is ``chat`` when the tokenizer
+    has a chat template (``chat_template`` set and ``apply_chat_template``), else ``plain``; plain/chat as given."""
+    if choice != "auto":
+        return choice  # type: ignore[return-value]  # PromptFormat rejects anything but plain/chat
+    has_template = bool(getattr(tokenizer, "chat_template", None)) and hasattr(tokenizer, "apply_chat_template")
+    return "chat" if tokenizer is not None and has_template else "plain"
 
 
 @dataclass(frozen=True)

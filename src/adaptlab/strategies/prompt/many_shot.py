@@ -23,7 +23,8 @@ from adaptlab.strategies.base import FitContext, LabelUse, strategy
 from adaptlab.strategies.prompt.artifact import PROMPT_ARTIFACT, KnnSpec
 from adaptlab.strategies.prompt.common import FitMeter, PromptConfig, demo_pool, new_adapted
 from adaptlab.strategies.prompt.format import Demo
-from adaptlab.strategies.prompt.selection import KnnIndex, order_demos, select_balanced, select_random
+from adaptlab.strategies.prompt.selection import (KnnIndex, balanced_shortfall, order_demos, select_balanced,
+                                                  select_random)
 
 if TYPE_CHECKING:
     from adaptlab.data.example import Example
@@ -59,7 +60,7 @@ class ManyShotConfig(PromptConfig):
         budget = context_budget(lm.max_length, self.context_share)
         candidates = selection_order(self, task, demo_pool(task, train), ctx.seed)
         labels = task.label_keys if task.type == "classification" else None
-        probe = new_adapted(task, lm.name, self.prompt_format(task), self)
+        probe = new_adapted(task, lm.name, self.prompt_format(task, self.style_for(lm)), self)
         tokenizer = getattr(lm, "tokenizer", None)
 
         def arranged(k: int) -> list[Demo]:
@@ -72,8 +73,12 @@ class ManyShotConfig(PromptConfig):
         if k == 0:
             log.warning("many_shot: no demonstration fits in %d prompt tokens (the instruction alone takes %d); "
                         "raise context_share", budget, tokens(0))
+        # balanced selection reads every label of the pool to alternate the classes; random reads only those shown
+        read = len(train) if self.selection == "balanced" and k > 0 else k
         meter.extra.update(k_used=k, pool=len(train), budget_tokens=budget, prefix_tokens=tokens(k),
-                           labels_read=k)
+                           labels_read=read)
+        if self.selection == "balanced":
+            meter.warn(balanced_shortfall(k, len(task.label_keys)))
         return arranged(k), None, None
 
 

@@ -29,8 +29,8 @@ from adaptlab.errors import ConfigError
 from adaptlab.metrics import compute
 from adaptlab.strategies.base import FitContext, LabelUse, strategy
 from adaptlab.strategies.prompt.artifact import PROMPT_ARTIFACT, PromptAdapted
-from adaptlab.strategies.prompt.common import (DemoConfig, FitMeter, apply_calibration, demo_pool, new_adapted,
-                                               select_demos)
+from adaptlab.strategies.prompt.common import (DemoConfig, FitMeter, apply_calibration, balanced_warning, demo_pool,
+                                               new_adapted, select_demos)
 from adaptlab.strategies.prompt.format import Demo, PromptFormat
 
 if TYPE_CHECKING:
@@ -118,12 +118,14 @@ def fit_search(cfg: PromptSearchConfig, task: Task, train: Sequence[Example], de
         raise ConfigError("prompt_search needs a non-empty dev split", field="max_dev")
     lm, seed = ctx.lm(), ctx.seed
     with FitMeter(lm) as meter:
+        style = meter.extra["format_used"] = cfg.style_for(lm)  # format auto: every candidate in the LM's style
         dev_sample = seeded_sample(dev, cfg.max_dev, seed)
         refs = [task.label_of(ex) if task.type == "classification" else task.target_of(ex)
                 for ex in dev_sample]
         instr, answer, inputs = candidate_templates(cfg, task)
         demo_sets: list[list[Demo]] = [[]]
         if cfg.k > 0:
+            meter.warn(balanced_warning(cfg, task))
             pool = demo_pool(task, train)
             demo_sets = [select_demos(cfg, task, pool, seed + s) for s in range(cfg.n_demo_sets)]
             meter.extra["labels_read"] = len(pool)  # the demonstration sets are drawn from the whole pool
@@ -136,7 +138,7 @@ def fit_search(cfg: PromptSearchConfig, task: Task, train: Sequence[Example], de
         best: tuple[float, PromptAdapted] | None = None
         t0 = time.perf_counter()
         for n, (i, a, p, d) in enumerate(combos):
-            fmt = PromptFormat(instruction=instr[i], style=cfg.format, answer_prefix=answer[a],
+            fmt = PromptFormat(instruction=instr[i], style=style, answer_prefix=answer[a],
                                input_prefix=inputs[p], instruction_role=cfg.instruction_role,
                                chat_demos=cfg.chat_demos)
             cand = new_adapted(task, lm.name, fmt, cfg, demo_sets[d]).bind(lm)

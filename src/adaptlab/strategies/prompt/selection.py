@@ -41,7 +41,8 @@ def select_balanced(pool: Sequence[Demo], k: int, *, seed: int,
     """``k`` demonstrations with class counts differing by at most one, classes alternating.
 
     Classes take turns in ``labels`` order (round-robin); within a class the examples are a seeded
-    shuffle. When ``k`` is not a multiple of the class count the first classes get one more.
+    shuffle. When ``k`` is not a multiple of the class count the first classes get one more; with ``k`` below the
+    class count the last classes are not shown (`balanced_shortfall` words the warning fits give).
     """
     if k > len(pool):
         raise ConfigError(f"k={k} demonstrations but only {len(pool)} training examples", field="k")
@@ -66,6 +67,13 @@ def select_balanced(pool: Sequence[Demo], k: int, *, seed: int,
         if not progressed:
             break
     return chosen
+
+
+def balanced_shortfall(k: int, n_classes: int) -> str | None:
+    """A warning when ``k`` balanced demonstrations cannot show every one of ``n_classes`` classes, else None."""
+    if 0 < k < n_classes:
+        return f"k={k} balanced shows only {k} of {n_classes} classes; use k >= {n_classes}"
+    return None
 
 
 def order_demos(demos: Sequence[Demo], order: str, *, seed: int,
