@@ -10,6 +10,8 @@ per second, over this machine's float32/bfloat16 matmul peak at the same thread 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --n 200 --repeats 3
     PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --verbalizers multi   # multi-token labels
     PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --paths cached --threads 2 --batch-size 64
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --shots 96 --n 8 \
+        --out benchmarks/results/bench_scoring_many_shot.json                      # a many-shot prefix
 
 Timings on a shared machine drift with its load: the paths run interleaved, the load average is printed,
 and the CPU-time speed-up is shown beside the wall-clock one.
@@ -18,6 +20,7 @@ and the CPU-time speed-up is shown beside the wall-clock one.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import resource
@@ -60,12 +63,15 @@ def peak_rss_mb() -> float:
 
 
 def run(lm_factory, requests, labels, repeats: int, paths: tuple[str, ...] = ("cached", "naive")) -> dict:
-    """Time both paths (interleaved, so load drift hits both alike), compare their scores and accuracies."""
+    """Time both paths after an untimed warm-up, interleaved and alternated (so load drift hits both alike), and
+    compare their scores and accuracies."""
     wall: dict[str, list[float]] = {m: [] for m in paths}
     cpu: dict[str, list[float]] = {m: [] for m in paths}
     results, rss, stats = {}, {}, {}
-    for _ in range(repeats):
-        for mode in paths:
+    for mode in paths:  # warm-up: allocator, kernels and tokenizer caches, untimed
+        lm_factory(prefix_cache=(mode == "cached")).loglikelihood(requests[:2])
+    for i in range(repeats):
+        for mode in (paths if i % 2 == 0 else tuple(reversed(paths))):  # sides alternated
             lm = lm_factory(prefix_cache=(mode == "cached"))
             start, start_cpu = time.perf_counter(), time.process_time()
             results[mode] = lm.loglikelihood(requests)
@@ -104,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--paths", nargs="+", choices=["cached", "naive"], default=["cached", "naive"],
                         help="scoring paths to run (both: speed-up and agreement)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bench_scoring.json",
+                        help="JSON file with every repeat, the machine, versions and the command")
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO / "src"))
@@ -141,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     kinds = ["single", "multi"] if args.verbalizers == "both" else [args.verbalizers]
+    rows = []
     for kind in kinds:
         words = VERBALIZERS[kind]
         requests = build_requests(train, test, shots=args.shots, words=words, seed=args.seed)
@@ -165,6 +174,20 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{m} {fmt(r['cpu'][m])}" for m in r["cpu"]))
         print(f"{'':<10} " + ", ".join(f"peak RSS after the first {m} run {r['rss'][m]:.0f} MB" for m in r["rss"])
               + f"; load average now {os.getloadavg()[0]:.1f}")
+        rows.append({"verbalizers": kind, "context_tokens": ctx_tok, "prefix_tokens": prefix, "wall_s": r["wall"],
+                     "cpu_s": r["cpu"], "examples_per_s": r["eps"], "paired_speedup": r["paired"],
+                     "tokens_run": tokens, "accuracy": r["acc"], "max_abs_loglik_diff": r["diff"],
+                     "same_predictions": r["same"], "peak_rss_mb": r["rss"], "mfu": util,
+                     "load_average_after": os.getloadavg()[0]})
+    from adaptlab.experiment.store import environment_info
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"benchmark": "bench_scoring", "command": " ".join([sys.executable, *sys.argv]),
+                                    "args": {k: str(v) for k, v in vars(args).items()},
+                                    "machine": {**environment_info(), "threads": torch.get_num_threads()},
+                                    "matmul_peak": peak, "rows": rows}, indent=1, default=str) + "\n",
+                        encoding="utf-8")
+    print(f"wrote {args.out}")
     return 0
 
 

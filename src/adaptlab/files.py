@@ -17,6 +17,21 @@ from adaptlab.errors import ResourceError
 log = logging.getLogger(__name__)
 
 
+def _check_writable(folder: Path, *, shown: Path, field: str) -> None:
+    """Create ``folder`` (and parents) and write a probe file in it; `ResourceError` naming ``shown`` if not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".adaptlab-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason = "a parent of it is a file"
+        raise ResourceError(f"cannot write the output folder: {reason}", file=shown, field=field,
+                            hint="choose a writable folder") from None
+
+
 def prepare_output_dir(path: str | Path, *, field: str = "out_dir") -> Path:
     """Create the output folder ``path`` (and parents) and check that files can be written in it.
 
@@ -27,17 +42,7 @@ def prepare_output_dir(path: str | Path, *, field: str = "out_dir") -> Path:
     if path.exists() and not path.is_dir():
         raise ResourceError("the output path is a file, not a folder", file=path, field=field,
                             hint="choose a folder name that does not exist yet, or an existing folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".adaptlab-write-test-", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        if isinstance(exc, (FileExistsError, NotADirectoryError)):
-            reason = "a parent of it is a file"
-        raise ResourceError(f"cannot write the output folder: {reason}", file=path, field=field,
-                            hint="choose a writable folder") from None
+    _check_writable(path, shown=path, field=field)
     return path
 
 
@@ -111,18 +116,7 @@ def check_run_dir(target: str | Path, *, replace: bool = False, resume: bool = F
     if partial.exists() and not (resume or replace) and (partial / "checkpoints").is_dir():
         raise ResourceError("an interrupted run left checkpoints here", file=partial, field=field,
                             hint="pass --resume to continue it, or --force to start over")
-    parent = target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".adaptlab-write-test-", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        if isinstance(exc, (FileExistsError, NotADirectoryError)):
-            reason = "a parent of it is a file"
-        raise ResourceError(f"cannot write the output folder: {reason}", file=target, field=field,
-                            hint="choose a writable folder") from None
+    _check_writable(target.parent, shown=target, field=field)
 
 
 @contextmanager

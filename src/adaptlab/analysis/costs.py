@@ -92,9 +92,9 @@ def _serving(cells: list[CellRecord], scenario: Scenario) -> str:
     if not measured:
         return ("Serving: batched, at the seconds per query of the evaluation's batched run (no throughput "
                 "measured at a best batch size).")
-    at = f" (batch sizes {', '.join(map(str, sizes))})" if sizes else ""
+    at = f" (the best sizes found: {', '.join(map(str, sizes))})" if sizes else ""
     rest = "" if measured == len(cells) else f"; {len(cells) - measured} cells without it at their batched seconds"
-    return f"Serving: batched, at the throughput measured at the best batch size{at}{rest}."
+    return f"Serving: batched, at the throughput each cell measured at its best batch size{at}{rest}."
 
 
 def cost_assumptions(cells: Iterable[CellRecord], scenario: Scenario) -> list[str]:

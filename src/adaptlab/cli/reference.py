@@ -103,6 +103,8 @@ def reference_markdown() -> str:
     training = set(TrainSettings.model_fields)
     for name in strategy_names():
         info = get_strategy(name)
+        if not info.config.__module__.startswith("adaptlab."):
+            continue  # a plugin registered in this process (its own file documents it)
         doc = " ".join((info.config.__doc__ or "").split())
         out += ["", f"### `{name}` ({info.family})", "", doc, ""]
         own = tuple(k for k in info.config.model_fields if k in training)

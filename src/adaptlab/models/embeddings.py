@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from adaptlab.errors import ModelError, closest
+from adaptlab.errors import AdaptlabError, ModelError, closest
 from adaptlab.models.convert import EMBEDDER_MODEL, minilm_path
 from adaptlab.models.loading import resolve_device
 
@@ -73,10 +73,24 @@ def _max_length(folder: Path, tokenizer: Any) -> int:
         return int(min(getattr(tokenizer, "model_max_length", 512) or 512, 512))
 
 
-def load_embedder(name: str = EMBEDDER_MODEL, *, device: str = "cpu") -> Embedder:
-    """The named embedder (``minilm-l6``) or a local sentence-transformers folder; no network."""
+def load_encoder(folder: Path, what: str, *, error: type[AdaptlabError] = ModelError,
+                 field: str = "embedder") -> tuple[Any, Any]:
+    """The float32 encoder and tokenizer saved in ``folder`` (safetensors only, no network); a load failure raises
+    ``error`` naming ``what`` and the folder."""
     from transformers import AutoModel, AutoTokenizer
 
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
+                                          dtype="float32")
+    except (OSError, ValueError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise error(f"cannot load {what}: {first}", field=field, file=folder) from None
+    return model, tokenizer
+
+
+def load_embedder(name: str = EMBEDDER_MODEL, *, device: str = "cpu") -> Embedder:
+    """The named embedder (``minilm-l6``) or a local sentence-transformers folder; no network."""
     torch_device = resolve_device(device)
     if name.strip().lower() == EMBEDDER_MODEL:
         folder = minilm_path()
@@ -89,13 +103,7 @@ def load_embedder(name: str = EMBEDDER_MODEL, *, device: str = "cpu") -> Embedde
         guess = closest(name.lower(), EMBEDDERS)
         raise ModelError(f"unknown embedder '{name}'", field="embedder",
                          hint=f"did you mean '{guess}'?" if guess else "valid: " + ", ".join(EMBEDDERS))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        model = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
-                                          dtype="float32")
-    except (OSError, ValueError, KeyError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"cannot load embedder '{name}': {first}", field="embedder", file=folder) from exc
+    model, tokenizer = load_encoder(folder, f"embedder '{name}'", error=ModelError, field="embedder")
     model = model.to(torch_device).eval()
     log.info("loaded embedder %s from %s", name, folder)
     return Embedder(name.strip().lower() if folder == minilm_path() else str(folder), model, tokenizer,

@@ -43,7 +43,7 @@ import adaptlab
 from adaptlab.errors import AdaptlabError, ConfigError, DataError
 from adaptlab.files import write_json_atomic
 from adaptlab.models.costs import count_params
-from adaptlab.models.embeddings import Embedder
+from adaptlab.models.embeddings import Embedder, load_encoder
 from adaptlab.models.loading import resolve_device
 from adaptlab.strategies.artifacts import ARTIFACT_FILE, ModelBinder, artifact_path, malformed_artifact
 from adaptlab.strategies.base import ArtifactKind, FitContext, StrategyConfig, strategy
@@ -270,17 +270,9 @@ def fit_setfit(cfg: SetFitConfig, task: Task, train: Sequence[Example], dev: Seq
 
 def _load_encoder(folder: Path, name: str, max_length: int) -> Embedder:
     """The fine-tuned encoder saved in ``folder`` (safetensors only, no network)."""
-    from transformers import AutoModel, AutoTokenizer
-
     if not (folder / "model.safetensors").is_file():
         raise AdaptlabError("no model.safetensors in the setfit encoder folder", file=folder, field="encoder")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        model = AutoModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True,
-                                          dtype="float32")
-    except (OSError, ValueError, KeyError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise AdaptlabError(f"cannot load the setfit encoder: {first}", file=folder, field="encoder") from None
+    model, tokenizer = load_encoder(folder, "the setfit encoder", error=AdaptlabError, field="encoder")
     device = resolve_device("cpu")
     return Embedder(f"{name}+setfit", model.to(device).eval(), tokenizer, device, max_length=max_length)
 
