@@ -59,7 +59,7 @@ __all__ = ["COST_TIE", "MIN_GAIN", "MIN_TEST", "PROJECTION_FACTOR", "STABLE", "r
 log = logging.getLogger(__name__)
 
 _WHY = {"only": "the only family with results within the scenario's limits (latency, labels, baseline)",
-        "target": "the only option meeting the target",
+        "target": "of the best prompt and the best fine-tune, the only one meeting the target",
         "quality": "clearly better quality, which outweighs cost here",
         "cost": "quality is sufficient for both, so the cheaper total cost decides"}
 
