@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -19,24 +18,12 @@ from adaptlab.models.spec import ModelSpec
 
 try:
     from llama_server import llama_server  # noqa: F401
-    from test_api_faults import FAST, GENERATED, TOKEN, FaultServer
+    from test_api_faults import FAST, GENERATED, TOKEN, FaultServer, server  # noqa: F401 (the fixture)
 except ImportError:  # tests/ imported as a package
     from tests.llama_server import llama_server  # noqa: F401
-    from tests.test_api_faults import FAST, GENERATED, TOKEN, FaultServer
+    from tests.test_api_faults import FAST, GENERATED, TOKEN, FaultServer, server  # noqa: F401 (the fixture)
 
 
-@pytest.fixture
-def fake() -> Iterator:
-    """Start FaultServers (``fake(mode, arg)``); all closed afterwards."""
-    started: list[FaultServer] = []
-
-    def make(mode: str = "ok", arg: float = 0.0) -> FaultServer:
-        started.append(FaultServer(mode, arg=arg).start())
-        return started[-1]
-
-    yield make
-    for s in started:
-        s.close()
 
 
 def reported_by(srv: FaultServer) -> tuple[int, int, int]:
@@ -49,8 +36,8 @@ def reported_by(srv: FaultServer) -> tuple[int, int, int]:
 # ------------------------------------------------------------------ reported usage
 
 
-def test_generation_counts_the_tokens_the_server_reported(fake) -> None:
-    srv = fake("ok")
+def test_generation_counts_the_tokens_the_server_reported(server) -> None:
+    srv = server("ok")
     lm = APILM(base_url=srv.base_url, model="fake", timeout_s=5.0, **FAST)
     prompts = ["Say yes:", "A much longer prompt with quite a few more words in it:", "x"]
     assert lm.generate(prompts, max_new_tokens=3) == [GENERATED] * 3
@@ -63,8 +50,8 @@ def test_generation_counts_the_tokens_the_server_reported(fake) -> None:
     assert lm.usage.generated_tokens == completion_tokens
 
 
-def test_loglikelihood_counts_every_answered_request_including_the_probe(fake) -> None:
-    srv = fake("ok")
+def test_loglikelihood_counts_every_answered_request_including_the_probe(server) -> None:
+    srv = server("ok")
     lm = APILM(base_url=srv.base_url, model="fake", timeout_s=5.0, **FAST)
     reqs = [LoglikelihoodRequest("Is it good? Answer:", (" yes", " no")),
             LoglikelihoodRequest("Two plus two is", (" four", " five or six"))]
@@ -78,8 +65,8 @@ def test_loglikelihood_counts_every_answered_request_including_the_probe(fake) -
     assert lm.usage.requests == 4 and lm.usage.reported_input_tokens > lm.usage.prompt_tokens  # + the probe's
 
 
-def test_failed_attempts_count_nothing(fake) -> None:
-    srv = fake("flaky", 2)  # every prompt fails twice with HTTP 500, then succeeds
+def test_failed_attempts_count_nothing(server) -> None:
+    srv = server("flaky", 2)  # every prompt fails twice with HTTP 500, then succeeds
     lm = APILM(base_url=srv.base_url, max_retries=3, concurrency=2, timeout_s=5.0, **FAST)
     prompts = ["one two three", "four five"]
     assert lm.generate(prompts, max_new_tokens=1) == [GENERATED] * 2
@@ -121,9 +108,9 @@ def test_tokenizer_answers_are_not_billed_requests() -> None:
     ({"prompt_tokens": "9", "completion_tokens": -1}, (0, 0), 1),  # not counts
     ({"prompt_tokens": 9, "completion_tokens": 2}, (9, 2), 0),
 ])
-def test_a_response_without_usage_is_counted_as_unreported(fake, usage: dict | None, counted: tuple[int, int],
+def test_a_response_without_usage_is_counted_as_unreported(server, usage: dict | None, counted: tuple[int, int],
                                                            unreported: int) -> None:
-    srv = fake("body")
+    srv = server("body")
     srv.body = {"choices": [{"text": " maybe"}], **({"usage": usage} if usage is not None else {})}
     lm = APILM(base_url=srv.base_url, timeout_s=5.0, **FAST)
     assert lm.generate(["hello"], max_new_tokens=2) == [" maybe"]
