@@ -250,12 +250,8 @@ def load_probe(directory: Path, data: dict[str, Any], binder: ModelBinder) -> Em
 PROBE_ARTIFACT = ArtifactKind(KIND, load_probe)
 
 
-@strategy("embedding_probe", family="finetune", artifact=PROBE_ARTIFACT)
-class EmbeddingProbeConfig(StrategyConfig):
-    """Sentence embeddings (MiniLM) + logistic regression: the cheap classic baseline.
-
-    Classification only; trains in seconds on CPU and never touches the LM.
-    """
+class EmbeddingClassifierConfig(StrategyConfig):
+    """Options of a logistic-regression head on sentence embeddings (the probe's, SetFit's); learns the labels."""
 
     embedder: str = "minilm-l6"
     """Sentence embedder name (`adaptlab.models.embeddings.load_embedder`)."""
@@ -263,6 +259,21 @@ class EmbeddingProbeConfig(StrategyConfig):
     """Inverse L2 regularisation strength of the logistic regression."""
     max_iter: int = Field(2000, ge=1)
     """Solver iterations."""
+
+    def learns_labels(self) -> bool:
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.strategy_name, **super().to_dict()}
+
+
+@strategy("embedding_probe", family="finetune", artifact=PROBE_ARTIFACT)
+class EmbeddingProbeConfig(EmbeddingClassifierConfig):
+    """Sentence embeddings (MiniLM) + logistic regression: the cheap classic baseline.
+
+    Classification only; trains in seconds on CPU and never touches the LM.
+    """
+
     class_weight: Literal["balanced"] | None = None
     """``balanced`` reweights classes inversely to their frequency."""
     include_instruction: bool = False
@@ -271,9 +282,3 @@ class EmbeddingProbeConfig(StrategyConfig):
     def fit(self, task: Task, train: Sequence[Example], dev: Sequence[Example], ctx: FitContext) -> EmbeddingProbeAdapted:
         """Embed the training inputs and fit the classifier; ``dev`` is scored for the log only."""
         return fit_probe(self, task, train, dev, ctx)
-
-    def learns_labels(self) -> bool:
-        return True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.strategy_name, **super().to_dict()}

@@ -46,9 +46,9 @@ from adaptlab.models.costs import count_params
 from adaptlab.models.embeddings import Embedder, load_encoder
 from adaptlab.models.loading import resolve_device
 from adaptlab.strategies.artifacts import ARTIFACT_FILE, ModelBinder, artifact_path, malformed_artifact
-from adaptlab.strategies.base import ArtifactKind, FitContext, StrategyConfig, strategy
+from adaptlab.strategies.base import ArtifactKind, FitContext, strategy
 from adaptlab.strategies.finetune.accelerator import peak_memory_bytes
-from adaptlab.strategies.finetune.embedding_probe import EmbedderLM, EmbeddingProbeAdapted
+from adaptlab.strategies.finetune.embedding_probe import EmbedderLM, EmbeddingClassifierConfig, EmbeddingProbeAdapted
 
 if TYPE_CHECKING:
     from adaptlab.data.example import Example
@@ -308,7 +308,7 @@ SETFIT_ARTIFACT = ArtifactKind(KIND, load_setfit)
 
 
 @strategy("setfit", family="finetune", artifact=SETFIT_ARTIFACT)
-class SetFitConfig(StrategyConfig):
+class SetFitConfig(EmbeddingClassifierConfig):
     """SetFit: contrastive fine-tuning of the sentence encoder, then a logistic-regression head.
 
     Classification only (Tunstall et al. 2022); a few labelled examples per class, no prompt. Besides the keys
@@ -330,17 +330,7 @@ class SetFitConfig(StrategyConfig):
     """Pairs per optimizer step."""
     max_length: int | None = Field(None, ge=2)
     """Tokens per input when training and predicting (default: the encoder's limit, 256 for MiniLM)."""
-    C: float = Field(1.0, gt=0)
-    """Inverse L2 regularisation strength of the logistic-regression head."""
-    max_iter: int = Field(2000, ge=1)
-    """Solver iterations of the head."""
 
     def fit(self, task: Task, train: Sequence[Example], dev: Sequence[Example], ctx: FitContext) -> SetFitAdapted:
         """Fine-tune a copy of the encoder on pairs of ``train``, then fit the head; ``dev`` is scored for the log."""
         return fit_setfit(self, task, train, dev, ctx)
-
-    def learns_labels(self) -> bool:
-        return True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.strategy_name, **super().to_dict()}
