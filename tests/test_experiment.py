@@ -230,7 +230,14 @@ def test_shipped_experiments_parse_and_expand(path: Path, shared_data: Path) -> 
     assert cells and len({c.key for c in cells}) == len(cells)
     assert len(inputs.test) == (cfg.limit or len(inputs.test))
     strategies = {c.strategy for c in cells}
-    if path.stem != "demo":  # the fair comparison of issue 14: both arms on the same labels, several formats
+    if path.stem in ("large-vs-small", "multi30k-en-fr"):  # two models: prompt the large, tune the small
+        roles = {c.strategy: c.role for c in cells}
+        assert {"lora", "distill"} <= strategies and roles["lora"] == roles["distill"] == "small"
+        assert roles["few_shot"] == "large" or any(c.role == "large" for c in cells if c.strategy == "few_shot")
+        assert all(c.role == "small" for c in cells if c.family == "finetune")
+        if path.stem == "large-vs-small":
+            assert "cascade" in strategies and len({c.options.get("pool") for c in cells if c.strategy == "distill"}) >= 2
+    elif path.stem != "demo":  # the fair comparison of issue 14: both arms on the same labels, several formats
         assert {"zero_shot", "few_shot", "many_shot", "lora", "setfit", "embedding_probe"} <= strategies
         sizes = set(cfg.train_sizes)  # trimmed to fit a session (docs/benchmarks.md), the same for both arms
         assert len(sizes) >= 2

@@ -102,8 +102,10 @@ def test_report_renders_in_chromium(driver, report):
     texts = driver.execute_script("return document.body.innerText")
     assert "<script>alert(1)</script>" in texts  # shown literally, as the data says
     assert "Too close to call" in texts if rec["decision"] == "too_close" else True
-    table = driver.find_element("css selector", "table.compare")
+    table = driver.find_element("css selector", "#comparison table.compare")
     assert len(table.find_elements("css selector", "thead th")) == 1 + 4  # label column + 4 variants
+    options = driver.find_element("id", "options-table")  # one row per arm with a measured option
+    assert len(options.find_elements("css selector", "tbody tr")) == len(rec["options"]) >= 1
     overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"page scrolls sideways by {overflow}px at {WIDTH}px"
 

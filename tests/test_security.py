@@ -143,6 +143,44 @@ def test_api_key_is_used_but_never_written_to_outputs_or_logs(tmp_path: Path) ->
         server.close()
 
 
+def test_api_key_never_reaches_a_two_model_run_its_teacher_cache_or_cascade(tmp_path: Path) -> None:
+    """The new paths of a compare run with models by role: the distillation teacher's label cache, the cascade's
+    saved large-model artifact, the store, the report and best/ hold no trace of the key."""
+    server = FaultServer("ok").start()
+    try:
+        task = tmp_path / "task"
+        task.mkdir()
+        (task / "train.jsonl").write_text(rows(40))
+        (task / "test.jsonl").write_text(rows(4))
+        exp = tmp_path / "exp.yaml"
+        lora = "{name: lora, options: {rank: 2, max_steps: 1, select_on_dev: false}}"
+        exp.write_text(
+            f"name: keys\ntask: {write_task(task)}\nmodels:\n"
+            f"  large: {{name: fake, backend: api, base_url: '{server.base_url}', api_key_env: ADAPTLAB_TEST_KEY,\n"
+            "          price: {input_per_mtok: 1, output_per_mtok: 2}, api: {max_retries: 0}}\n"
+            "  small: tiny-random-llama\ntrain_sizes: [8]\nseeds: [0]\n"
+            "evaluation: {latency_sample: 0, throughput_sample: 0}\nstrategies:\n"
+            "  - {name: zero_shot, model: large}\n"
+            f"  - {{name: distill, model: small, options: {{teacher: {{name: zero_shot, model: large}}, student: {lora}, "
+            "pool: 6, source: train}}\n"
+            f"  - {{name: cascade, model: small, options: {{small: {lora}, large: {{name: zero_shot, model: large}}, "
+            "dev_limit: 4}}\n", encoding="utf-8")
+        env = {**os.environ, "ADAPTLAB_TEST_KEY": PLANTED_KEY, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+        out_dir = tmp_path / "run"
+        proc = subprocess.run([*ADAPTLAB, "-v", "--debug", "compare", str(exp), "--out", str(out_dir)],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert any(h.get("Authorization") == f"Bearer {PLANTED_KEY}" for *_, h in server.requests)
+    finally:
+        server.close()
+    files = [p for p in out_dir.rglob("*") if p.is_file()]
+    names = {p.relative_to(out_dir).parts[0] for p in files}
+    assert {"cache", "cells", "best", "report.html", "results.json"} <= names, names
+    assert any(p.suffix == ".jsonl" and "teacher" in p.parts for p in files)  # the teacher's label cache
+    for text in [proc.stdout, proc.stderr, *(p.read_bytes().decode("utf-8", "replace") for p in files)]:
+        assert PLANTED_KEY not in text and PLANTED_KEY[3:15] not in text
+
+
 def test_a_server_quoting_the_key_back_is_redacted(cli, tmp_path: Path, monkeypatch, caplog) -> None:
     server = FaultServer("echo_key").start()
     try:

@@ -12,7 +12,7 @@ from adaptlab.data import DataSpec, Example, Task, builtin_task, load_splits, lo
 from adaptlab.data.templates import compile_template, template_fields
 from adaptlab.errors import ConfigError, DataError
 
-SHIPPED = ["sst2", "agnews", "rte", "cb", "boolq", "multi30k-en-de"]
+SHIPPED = ["sst2", "agnews", "rte", "cb", "boolq", "multi30k-en-de", "multi30k-en-fr"]
 
 BASE_YAML = """\
 name: toy

@@ -159,7 +159,7 @@ def evaluate(adapted: Adapted, task: Task, examples: Sequence[Example], *, seed:
                       seed=seed, labels=labels)
     scores = per_example(task.metric, hyps, refs)
     report = (classification_report(refs, hyps, task.label_keys) if classification
-              else _generation_report(hyps, scores))
+              else _generation_report(hyps, refs, scores, settings, seed))
 
     n = len(examples)
     n_params = lm.n_params
@@ -336,10 +336,20 @@ def _batched_seconds(adapted: Adapted, sample: Sequence[Example], b: int) -> flo
         return max(time.perf_counter() - t0, 1e-9)
 
 
-def _generation_report(hyps: Sequence[str], scores: np.ndarray) -> dict[str, Any]:
-    return {"n": len(hyps), "mean_score": float(np.mean(scores)) if len(scores) else 0.0,
-            "empty_predictions": sum(1 for h in hyps if not h.strip()),
-            "mean_prediction_chars": float(np.mean([len(h) for h in hyps])) if hyps else 0.0}
+SECOND_METRICS = ("chrf", "bleu")
+"""Corpus metrics every generation report carries besides the task's own (translation: chrF and BLEU)."""
+
+
+def _generation_report(hyps: Sequence[str], refs: Sequence[str], scores: np.ndarray, settings: EvalSettings,
+                       seed: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": len(hyps), "mean_score": float(np.mean(scores)) if len(scores) else 0.0,
+                           "empty_predictions": sum(1 for h in hyps if not h.strip()),
+                           "mean_prediction_chars": float(np.mean([len(h) for h in hyps])) if hyps else 0.0}
+    for name in SECOND_METRICS:  # with its interval, from the same resampling scheme as the main metric
+        ci = bootstrap_ci(name, hyps, refs, n_resamples=settings.n_resamples, confidence=settings.confidence,
+                          seed=seed)
+        out[name] = {"value": ci.estimate, "ci_low": ci.low, "ci_high": ci.high}
+    return out
 
 
 def save_metrics(result: EvalResult, directory: str | Path) -> Path:

@@ -42,6 +42,14 @@ Family = str
 """A strategy family: ``prompt`` or ``finetune`` (`adaptlab.strategies.FAMILIES`)."""
 
 
+def arm_of(strategy: str, family: Family) -> str:
+    """The registered arm of ``strategy`` (prompt, finetune, distill, cascade); ``family`` when it is not
+    registered in this process."""
+    import adaptlab.strategies as strategies  # registers the built-in strategies
+
+    return strategies.arm_of(strategy) or family
+
+
 def family_of(strategy: str) -> Family:
     """The registered family of ``strategy``; a strategy this process has not registered (a plugin's) is
     ``finetune`` only if no stored record says otherwise (records carry their family)."""
@@ -164,6 +172,13 @@ class CellRecord:
         return self.status == "done" and not math.isnan(self.value)
 
     @property
+    def arm(self) -> str:
+        """Which option of a recommendation the cell is (prompt, finetune, distill, cascade): as recorded when
+        it ran, else the registry's, else its family."""
+        stored = self.extra.get("arm")
+        return stored if isinstance(stored, str) and stored else arm_of(self.strategy, self.family)
+
+    @property
     def labels(self) -> int:
         """Labels the cell used: ``labels_used``, or ``n_train`` when it was not recorded."""
         return self.n_train if self.labels_used is None else self.labels_used
@@ -219,18 +234,37 @@ class CellRecord:
             return self
         return replace(self, **new, extra={**self.extra, "served_warm": warm})
 
+    def hour_price(self, scenario: Scenario) -> float:
+        """$ per hour of the hardware serving this cell's model: its own ``hardware`` block where the experiment
+        gave one, else the scenario's ``price_per_hour``."""
+        hardware = self.query_info().get("hardware")
+        price = hardware.get("price_per_hour") if isinstance(hardware, Mapping) else None
+        return float(price) if _finite(price) else scenario.price_per_hour
+
     def query_cost(self, scenario: Scenario) -> float:
-        """$ per query under ``scenario``: API-reported tokens x token price for a priced API model, else
-        serving seconds x hourly price."""
+        """$ per query under ``scenario``: API-reported tokens x token price for a priced API model (plus the
+        local seconds a cascade's own small model spends, ``hardware_seconds``), else serving seconds x the
+        hourly price of the model's hardware."""
         price = self.token_price(scenario)
+        q = self.query_info()
         if price is not None:
-            q = self.query_info()
-            return price.cost(float(q.get("api_input_tokens") or 0.0), float(q.get("api_output_tokens") or 0.0))
-        return self.serving_seconds(scenario) * scenario.price_per_hour / 3600.0
+            tokens = price.cost(float(q.get("api_input_tokens") or 0.0), float(q.get("api_output_tokens") or 0.0))
+            local = q.get("hardware_seconds")
+            return tokens + (float(local) * self.hour_price(scenario) / 3600.0 if _finite(local) else 0.0)
+        return self.serving_seconds(scenario) * self.hour_price(scenario) / 3600.0
 
     def train_cost(self, scenario: Scenario) -> float:
-        """$ of the one-off adaptation under ``scenario`` (compute only; labels are `label_cost`)."""
-        return self.train_seconds * scenario.train_hour_price / 3600.0
+        """$ of the one-off adaptation under ``scenario``: compute seconds x the training price per hour (the
+        scenario's ``train_price_per_hour``, else the model's hardware, else ``price_per_hour``), plus the API
+        tokens the fit bought (a teacher labelling through a priced API). Labels are `label_cost`."""
+        hourly = scenario.train_price_per_hour
+        cost = self.train_seconds * (self.hour_price(scenario) if hourly is None else hourly) / 3600.0
+        train = (self.extra.get("cost") or {}).get("train") or {}
+        stored = train.get("token_price")
+        if isinstance(stored, Mapping):
+            price = scenario.token_price or TokenPrice(**{k: stored[k] for k in ("input_per_mtok", "output_per_mtok")})
+            cost += price.cost(float(train.get("api_input_tokens") or 0.0), float(train.get("api_output_tokens") or 0.0))
+        return cost
 
     def label_cost(self, scenario: Scenario) -> float:
         """$ of the labels the cell used under ``scenario`` (``labels x price_per_label``)."""

@@ -136,6 +136,8 @@ def models_cmd() -> None:
     for info in infos:
         if info.note:
             console.print(Text(f"{info.name}: {info.note}", style="dim"))
+        if info.terms:
+            console.print(Text(f"{info.name}: {info.terms}"))
 
 
 def show_validation(report: object, *, tables: bool = True) -> None:

@@ -195,3 +195,35 @@ def load_split(task: Task, split: str, *, seed: int = 0) -> list[Example]:
         return read_source(task, split)  # a split with its own source is never changed by carving
     return load_splits(task, seed=seed)[split]
 
+
+
+def load_unlabeled(task: Task) -> list[Example]:
+    """The task's unlabelled inputs (``data.unlabeled``): rows that need only the fields the input template prints.
+    A task without the source, an empty source, or rows that all lack a printed field raise an error naming it."""
+    from adaptlab.data.templates import missing_fields
+
+    if task.data.unlabeled is None:
+        raise ConfigError(f"task '{task.name}' has no unlabeled source", file=task.source, field="data.unlabeled",
+                          hint="add `unlabeled: FILE` under data (rows with the input's fields)")
+    rows = read_source(task, "unlabeled")
+    if not rows:
+        raise DataError("the unlabeled source holds no rows", file=task.source, field="data.unlabeled")
+    missing, first = missing_fields(task.input, rows)
+    absent = [name for name, n in missing.items() if n == len(rows)]
+    if absent:
+        raise DataError(f"no unlabeled row has the field '{absent[0]}' the input template prints",
+                        file=first[absent[0]].source, field="data.unlabeled",
+                        hint="have: " + ", ".join(sorted(first[absent[0]].fields)))
+    return rows
+
+
+def train_inputs(task: Task) -> list[Example]:
+    """The rows of the task's train source less a test split carved from them (which depends on ``data.seed``
+    only); the dev split is not carved (it depends on the run's seed: callers drop their own dev)."""
+    if task.data.train is None:
+        return []
+    rows = read_source(task, "train")
+    if task.data.test is not None or not task.data.test_size:
+        return rows
+    no_dev = task.model_copy(update={"data": task.data.model_copy(update={"dev_size": 0})})
+    return carve_splits(no_dev, {"train": rows}).train

@@ -11,6 +11,7 @@ import codecs
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -152,10 +153,13 @@ class DataSpec(ReadOptions):
     default 10% capped at 500; 0 means no dev split."""
     test_size: float | None = None
     """Test rows carved out of train when no test source is given (a fraction or a count)."""
+    unlabeled: SourceSpec | None = None
+    """Inputs without labels that a ``distill`` teacher labels (a file or a source mapping); rows need only the
+    fields the input template prints. Never carved, never evaluated on."""
     seed: int = 0
     """Seed of the carving (the carved test set depends on this seed only)."""
 
-    @field_validator("train", "dev", "test", mode="before")
+    @field_validator("train", "dev", "test", "unlabeled", mode="before")
     @classmethod
     def _path_shorthand(cls, v: Any) -> Any:
         return {"path": str(v)} if isinstance(v, str | os.PathLike) else v
@@ -173,7 +177,7 @@ class DataSpec(ReadOptions):
             raise Invalid("carving dev/test needs a train source", field="train")
         if self.train is None and self.test is None:
             raise Invalid("give at least a train or a test source", field="train")
-        for split in ("train", "dev", "test"):
+        for split in ("train", "dev", "test", "unlabeled"):
             self.format_of(split)  # raises when the format cannot be inferred
         return self
 
@@ -315,6 +319,25 @@ class Task(ConfigModel):
             raise DataError(f"example {ex.id} has no '{self.label_field}' field", file=ex.source,
                             line=ex.line, field=self.label_field)
         return normalize_label(value)
+
+    def target_field(self) -> str:
+        """Generation: the one field the ``target`` template prints (``"{{ fr }}"`` -> ``fr``); a template that is
+        more than one field reference is a ConfigError (a model's output cannot be written back into it)."""
+        match = re.fullmatch(r"\s*\{\{\s*([A-Za-z_]\w*)\s*\}\}\s*", self.target or "")
+        if match is None:
+            raise ConfigError(f"the target template {self.target!r} is not a single field reference",
+                              file=self.source, field="target", hint='use target: "{{ FIELD }}"')
+        return match.group(1)
+
+    def with_label(self, ex: Example, label: str) -> Example:
+        """``ex`` with label key ``label`` (classification; ``label_of`` returns it)."""
+        if self.label_field is None:
+            raise ConfigError(f"task '{self.name}' is not a classification task", file=self.source)
+        return replace(ex, fields={**ex.fields, self.label_field: label})
+
+    def with_target(self, ex: Example, text: str) -> Example:
+        """``ex`` with reference output ``text`` (generation; ``target_of`` returns it), see `target_field`."""
+        return replace(ex, fields={**ex.fields, self.target_field(): text})
 
     def resolve_path(self, path: str | Path) -> Path:
         """A data path: absolute as is, relative against the task file's folder (else the cwd)."""

@@ -26,11 +26,13 @@ from adaptlab.experiment.grid import Cell
 from adaptlab.files import dir_bytes
 from adaptlab.results import CellRecord, PredictionRow
 from adaptlab.experiment.card import write_run_files
-from adaptlab.strategies import Adapted, FitContext, ModelPool, NotMainProcess, get_strategy
+from adaptlab.strategies import DEFAULT_ROLE, Adapted, FitContext, ModelPool, NotMainProcess, get_strategy
 
 log = logging.getLogger(__name__)
 
 CELLS_DIR = "cells"
+CACHE_DIR = "cache"
+"""Work cells of a run share and resumes reuse (a distillation teacher's labels), under the run directory."""
 WORK_DIRS = ("checkpoints", "best")
 """Folders a fit writes into its cell folder while it runs (fine-tuning checkpoints); not part of the artifact."""
 RUN_FILES = ("metrics.json", "config.json", "README.md", "train_log.jsonl")
@@ -63,6 +65,12 @@ class CellWork:
     progress: bool = False
     keep_checkpoints: bool = False
     """Keep the fit's checkpoints beside the artifact after it finishes."""
+    role: str = DEFAULT_ROLE
+    """The model role the strategy adapts."""
+    cache_dir: Path | None = None
+    """The run's folder for work shared between cells (`FitContext.cache_dir`)."""
+    hardware: Mapping[str, Any] | None = None
+    """The model's own hardware price (`ModelSpec.hardware_price`), recorded with the query cost."""
 
 
 def artifact_bytes(folder: Path) -> int:
@@ -87,7 +95,8 @@ def fit_and_evaluate(work: CellWork, inputs: CellInputs, models: ModelPool,
     (``accelerate launch``) fit, which only train."""
     info = get_strategy(work.strategy)
     config = info.parse(work.options)
-    ctx = FitContext(models=models, seed=work.seed, work_dir=work.out, resume=work.resume, progress=work.progress)
+    ctx = FitContext(models=models, role=work.role, seed=work.seed, work_dir=work.out, resume=work.resume,
+                     progress=work.progress, cache_dir=work.cache_dir)
     try:
         adapted = config.fit(inputs.task, list(work.train), inputs.dev, ctx)
     except NotMainProcess:
@@ -97,6 +106,8 @@ def fit_and_evaluate(work: CellWork, inputs: CellInputs, models: ModelPool,
     result = evaluate(adapted, inputs.task, inputs.test, seed=work.seed, split=work.split, progress=work.progress,
                       settings=settings)
     result.cost["train"]["artifact_bytes"] = size
+    result.cost["query"]["hardware"] = dict(work.hardware) if work.hardware else None
+    result.cost["query"]["model_role"] = work.role
     if probe is not None:
         result.cost["train"].update(probe(result))
     save_metrics(result, work.out)
@@ -138,12 +149,16 @@ class GridCellRun:
     split: str = "test"
     settings: EvalSettings = EvalSettings()
     probe: TrainCostProbe | None = None
+    cache_dir: Path | None = None
+    """The run's shared cache folder (teacher labels)."""
+    hardware: Mapping[str, Any] | None = None
 
 
 def run_grid_cell(cell: Cell, inputs: CellInputs, train: Sequence[Example], models: ModelPool,
                   run: GridCellRun) -> EvalResult:
     """Fit and evaluate one grid cell from scratch (no checkpoint resume) into ``run.out``."""
-    work = CellWork(cell.strategy, dict(cell.options), train, cell.seed, run.out, split=run.split)
+    work = CellWork(cell.strategy, dict(cell.options), train, cell.seed, run.out, split=run.split, role=cell.role,
+                    cache_dir=run.cache_dir, hardware=run.hardware)
     result = fit_and_evaluate(work, inputs, models, run.settings, run.probe)
     if result is None:  # only non-main processes of a multi-process launch return None
         raise RuntimeError("the fit returned no result (not the main process)")
@@ -186,7 +201,9 @@ def to_record(cell: Cell, result: EvalResult, artifact_dir: str) -> tuple[CellRe
         artifact_bytes=_opt_int(train.get("artifact_bytes")),
         query_prompt_tokens=_num(query.get("prompt_tokens")), query_flops=_num(query.get("flops")),
         query_seconds=_num(seconds), artifact_dir=artifact_dir, report=dict(result.report or {}),
-        extra={"cost": result.cost, "search": result.search, "cell": cell.payload}, family=cell.family,
+        extra={"cost": result.cost, "search": result.search, "cell": cell.payload, "role": cell.role,
+               "arm": get_strategy(cell.strategy).arm},
+        family=cell.family,
         labels_used=labels_used(result.cost.get("labels"), cell.n_train))
     rows = [PredictionRow(cell=cell.key, example_id=str(p["id"]), input=str(p.get("input", "")),
                           gold=str(p.get("gold", "")), pred=str(p.get("pred", "")),

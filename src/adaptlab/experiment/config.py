@@ -22,6 +22,7 @@ from adaptlab.errors import AdaptlabError, ConfigError, closest
 from adaptlab.evaluate import EvalSettings
 from adaptlab.experiment.entries import StrategyEntry, TrainSize, check_seeds, check_sizes, entry_variants
 from adaptlab.experiment.plugins import load_plugins
+from adaptlab.lm.pool import DEFAULT_ROLE
 from adaptlab.models.convert import DEFAULT_MODEL
 from adaptlab.models.spec import ApiOptions, ModelSpec
 from adaptlab.results import Scenario
@@ -124,9 +125,14 @@ class ExperimentConfig(ConfigModel):
     plugins: list[str] = Field(default_factory=list)
     """Python modules or ``.py`` files (relative to the experiment file) that register more strategies."""
     model: str = DEFAULT_MODEL
-    """Model name, HF id or local folder (every cell adapts this model)."""
-    backend: Literal["hf", "api", "vllm"] = "hf"
-    """Prompt cells: local weights (``hf``), an OpenAI-compatible server (``api``) or vLLM on a GPU (``vllm``)."""
+    """Model name, HF id or local folder: the one model every cell adapts (or give ``models:``)."""
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    """Models by role (``{large: {name: gpt-4o-mini, backend: api, base_url: ...}, small: {name:
+    smollm2-135m-instruct}}``), each priced its own way (``price`` per token, or ``hardware`` per hour); each
+    strategy entry names its role with ``model:``. Empty: the single ``model:`` above (role ``default``)."""
+    backend: Literal["hf", "api", "vllm", "llamacpp"] = "hf"
+    """Prompt cells: local weights (``hf``), an OpenAI-compatible server (``api``), vLLM on a GPU (``vllm``) or a
+    llama.cpp server this process starts for the model's GGUF (``llamacpp``)."""
     base_url: str | None = None
     """``api`` backend: http://HOST:PORT/v1."""
     api_key_env: str = "OPENAI_API_KEY"
@@ -199,6 +205,22 @@ class ExperimentConfig(ConfigModel):
             return [{"name": s} if isinstance(s, str) else s for s in v]
         return v
 
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_names(cls, v: Any) -> Any:
+        """``small: smollm2-135m-instruct`` is short for ``small: {name: smollm2-135m-instruct}``."""
+        if isinstance(v, dict):
+            return {k: {"name": s} if isinstance(s, str) else s for k, s in v.items()}
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _roles(cls, v: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+        for role in v:
+            if not _NAME.match(role):
+                raise Invalid(f"invalid model role '{role}'", field=role, hint="use letters, digits, '_', '.' and '-'")
+        return v
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
@@ -227,7 +249,7 @@ class ExperimentConfig(ConfigModel):
             raise Invalid("epochs must be >= 1")
         return v
 
-    @field_validator("api", "scenario", mode="before")
+    @field_validator("api", "scenario", "models", mode="before")
     @classmethod
     def _mapping(cls, v: Any) -> Any:
         if v is None:
@@ -249,16 +271,32 @@ class ExperimentConfig(ConfigModel):
         return v
 
     @model_validator(mode="after")
+    def _one_model_form(self) -> ExperimentConfig:
+        if self.models:
+            fields = type(self).model_fields
+            single = {k for k in ("model", "backend", "base_url", "dtype", "device")
+                      if getattr(self, k) != fields[k].default}
+            if single:
+                key = sorted(single)[0]
+                raise Invalid(f"'{key}' applies to the single model; with 'models:' give it in a model's entry",
+                              field=key, hint="move it under models.ROLE, or drop models:")
+        return self
+
+    @model_validator(mode="after")
     def _validate_strategies(self) -> ExperimentConfig:
         if not self.strategies:
             raise Invalid("list at least one strategy", field="strategies", hint="e.g. [zero_shot, lora]")
         seen: dict[str, int] = {}
         for i, entry in enumerate(self.strategies):
+            self._check_role(entry.model, f"strategies.{i}.model", entry=True)
             try:
                 found = entry_variants(entry, i, self.strategy_defaults())
             except ConfigError as exc:  # field is relative to the entry (options.KEY, train_sizes, ...)
                 field = f"strategies.{i}" + (f".{exc.field}" if exc.field else "")
                 raise Invalid(exc.message, field=field, hint=exc.hint) from None
+            for var in found:
+                for role in sorted(var.roles):
+                    self._check_role(role, f"strategies.{i}.options")
             for label in {v.label for v in found}:
                 if label in seen:
                     raise Invalid(f"entries {seen[label]} and {i} both produce the variant '{label}'",
@@ -266,7 +304,34 @@ class ExperimentConfig(ConfigModel):
                 seen[label] = i
         return self
 
+    def _check_role(self, role: str | None, field: str, *, entry: bool = False) -> None:
+        roles = self.roles
+        if role is None:
+            if entry and len(roles) > 1:
+                raise Invalid("name the model this strategy adapts", field=field,
+                              hint="model: one of " + ", ".join(roles))
+            return
+        if role not in roles:
+            guess = closest(role, roles)
+            hint = f"did you mean '{guess}'?" if guess else "models here: " + ", ".join(roles)
+            if not self.models:
+                hint = "list the models by role under models: (e.g. {large: ..., small: ...})"
+            raise Invalid(f"unknown model role '{role}'", field=field, hint=hint)
+
     # -- behaviour --------------------------------------------------------------------------------
+
+    @property
+    def roles(self) -> list[str]:
+        """The experiment's model roles (``default`` for the single ``model:``)."""
+        return list(self.models) if self.models else [DEFAULT_ROLE]
+
+    def role_of(self, index: int) -> str:
+        """The role of the model strategy entry ``index`` adapts."""
+        return self.strategies[index].model or self.roles[0]
+
+    def model_specs(self) -> dict[str, ModelSpec]:
+        """Every model by role."""
+        return dict(self.models) if self.models else {DEFAULT_ROLE: self.model_spec()}
 
     def with_changes(self, **changes: Any) -> ExperimentConfig:
         """A copy with ``changes`` (command-line overrides), validated like the file's keys; the copy keeps the
@@ -280,10 +345,12 @@ class ExperimentConfig(ConfigModel):
 
     def strategy_defaults(self) -> dict[str, Any]:
         """Experiment-level settings strategies take as option defaults (see `StrategyInfo.experiment_defaults`)."""
-        return {"epochs": self.epochs}
+        return {"epochs": self.epochs, "accuracy_target": self.scenario.accuracy_target}
 
-    def model_spec(self) -> ModelSpec:
-        """The model every cell adapts, and how it is served."""
+    def model_spec(self, role: str | None = None) -> ModelSpec:
+        """The model of ``role`` (default: the first), and how it is served."""
+        if self.models:
+            return self.models[role or self.roles[0]]
         return ModelSpec(name=self.model, backend=self.backend, base_url=self.base_url, api_key_env=self.api_key_env,
                          api=self.api, dtype=self.dtype, device=self.device)
 

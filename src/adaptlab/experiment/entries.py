@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -19,6 +19,7 @@ from adaptlab.config import ConfigModel, Invalid
 from adaptlab.errors import ConfigError
 from adaptlab.strategies import get_strategy
 from adaptlab.strategies.base import LabelUse, StrategyInfo
+from adaptlab.strategies.compose import known_strategy
 
 RESERVED_OPTIONS = ("seed",)
 """Options set by the runner per cell (the grid's ``seeds``), never in ``options``."""
@@ -52,7 +53,8 @@ def check_seeds(seeds: list[Any] | None) -> list[Any] | None:
 class StrategyEntry(ConfigModel):
     """One entry of ``strategies:``; a bare name (``- zero_shot``) is short for ``{name: zero_shot}``."""
 
-    key_aliases = {"strategy": "name", "method": "name", "params": "options", "sizes": "train_sizes"}
+    key_aliases = {"strategy": "name", "method": "name", "params": "options", "sizes": "train_sizes",
+                   "role": "model"}
 
     name: str
     """A registered strategy: zero_shot, few_shot, calibrate, prompt_search (prompting); lora, full,
@@ -66,6 +68,9 @@ class StrategyEntry(ConfigModel):
     """Override the experiment's ``seeds``."""
     label: str | None = None
     """Display name prefix (default: the strategy name followed by its options)."""
+    model: str | None = None
+    """The model role this strategy adapts (a key of the experiment's ``models:``); null: the experiment's only
+    model. A distillation's student and a cascade's small model are this one."""
 
     @field_validator("train_sizes")
     @classmethod
@@ -80,11 +85,7 @@ class StrategyEntry(ConfigModel):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        try:
-            get_strategy(v)
-        except ConfigError as exc:
-            raise Invalid(f"unknown strategy '{v}'", hint=exc.hint) from None
-        return v
+        return known_strategy(v)
 
     @field_validator("options")
     @classmethod
@@ -119,6 +120,8 @@ class Variant:
     """How the cell's training examples are chosen: none, the first k, or each training size."""
     defaults: dict[str, Any]
     """Experiment-level settings the strategy takes as options (``epochs``), resolved."""
+    roles: set[str] = field(default_factory=set)
+    """Model roles the variant's options name besides the entry's own (a teacher's, a fallback's)."""
 
 
 def _list_typed(info: StrategyInfo, key: str) -> bool:
@@ -181,13 +184,15 @@ def entry_variants(entry: StrategyEntry, index: int, defaults: Mapping[str, Any]
     out = []
     for opts in expanded:
         label = variant_label(entry.name, opts, grid_keys, entry.label)
+        if entry.model and not entry.label:  # the same prompt on two models: two variants
+            label = f"{label} @{entry.model}"
         taken = {k: opts.get(k, defaults[k]) for k in info.experiment_defaults if k in defaults}
         try:
             parsed = info.parse({**opts, **taken})
         except ConfigError as exc:
             raise _relative(exc, opts) from None
         labels = parsed.label_use()
-        out.append(Variant(index, entry.name, opts, label, labels, taken))
+        out.append(Variant(index, entry.name, opts, label, labels, taken, parsed.roles()))
         if labels.mode != "train_sizes" and entry.train_sizes is not None:
             what = "no training examples" if labels.mode == "none" else f"the first k={labels.k} examples"
             raise ConfigError(f"train_sizes does not apply: {label} uses {what}", field="train_sizes",

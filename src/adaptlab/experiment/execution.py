@@ -22,12 +22,12 @@ from adaptlab.data.example import Example
 from adaptlab.data.splits import nested_subsets
 from adaptlab.errors import ResourceError
 from adaptlab.evaluate import EvalResult
-from adaptlab.experiment.cells import (CELLS_DIR, CellInputs, GridCellRun, cell_dir, disk_full, failed_record,
+from adaptlab.experiment.cells import (CACHE_DIR, CELLS_DIR, CellInputs, GridCellRun, cell_dir, disk_full, failed_record,
                                        fresh_dir, run_grid_cell, to_record)
 from adaptlab.experiment.config import ExperimentConfig
 from adaptlab.experiment.grid import Cell
 from adaptlab.experiment.plugins import load_plugins
-from adaptlab.lm.pool import DEFAULT_ROLE, ModelPool
+from adaptlab.lm.pool import ModelPool
 from adaptlab.models.costs import MemoryWindow, cell_peak
 from adaptlab.results import CellRecord, PredictionRow
 
@@ -47,7 +47,7 @@ class RunResources:
     def __init__(self, cfg: ExperimentConfig, inputs: CellInputs) -> None:
         self.cfg, self.inputs = cfg, inputs
         load_plugins(cfg.plugins, cfg.source.parent if cfg.source else None)
-        self.models = ModelPool({DEFAULT_ROLE: cfg.model_spec()})
+        self.models = ModelPool(cfg.model_specs())
         self._orders: dict[int, list[Example]] = {}
 
     def train(self, cell: Cell) -> list[Example]:
@@ -82,7 +82,8 @@ def _run(cell: Cell, res: RunResources, run_dir: Path) -> tuple[CellRecord, list
             cuda = result.cost["train"].get("peak_memory_kind") == "cuda_max_allocated"  # the fit ran on a GPU
             return cell_peak(window, lambda device: res.models.held_bytes(used, device), cuda=cuda)
 
-        run = GridCellRun(out, res.cfg.split, res.cfg.evaluation.settings(), peak)
+        run = GridCellRun(out, res.cfg.split, res.cfg.evaluation.settings(), peak, cache_dir=run_dir / CACHE_DIR,
+                          hardware=res.cfg.model_spec(cell.role).hardware_price())
         result = run_grid_cell(cell, res.inputs, train, res.models, run)
     return to_record(cell, result, f"{CELLS_DIR}/{cell.short_key}")
 

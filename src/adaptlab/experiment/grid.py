@@ -49,6 +49,8 @@ class Cell:
     entry: int = 0
     payload: dict[str, Any] = field(default_factory=dict, repr=False)
     """What the key hashes (recorded with the cell)."""
+    role: str = "default"
+    """The model role the cell adapts (`ExperimentConfig.models`); not in the key (the model's identity is)."""
 
     @property
     def family(self) -> str:
@@ -92,8 +94,8 @@ def _sizes(cfg: ExperimentConfig, index: int, n_train_all: int) -> list[int]:
 def _variant_sizes(cfg: ExperimentConfig, var: Variant, seeds: list[int], n_train_all: int) -> tuple[list[int], list[int]]:
     """(training sizes, seeds) of a variant's cells."""
     use = var.labels
-    if use.mode == "none":  # no demonstrations: nothing the seed picks, one cell suffices
-        return [0], seeds[:1]
+    if use.mode == "none":  # no demonstrations: nothing the seed picks, one cell suffices (unless it trains)
+        return [0], seeds if use.seeded else seeds[:1]
     if use.mode == "first_k":
         if use.k > n_train_all:
             raise DataError(f"k={use.k} exceeds the {n_train_all} training examples", file=cfg.file,
@@ -136,11 +138,12 @@ def expand_cells(cfg: ExperimentConfig, n_train_all: int) -> list[Cell]:
     """Every cell of the experiment, in order: entry, variant, n_train, seed. ``n_train_all`` is the number of
     training examples after carving (what ``all`` means)."""
     task_name = cfg.resolve_task().name
-    model = cfg.model_spec()
     cells: list[Cell] = []
     seen: dict[str, Cell] = {}
     for index, entry in enumerate(cfg.strategies):
         seeds = entry.seeds if entry.seeds is not None else cfg.seeds
+        role = cfg.role_of(index)
+        model = cfg.model_spec(role)
         for var in variants(cfg, index):
             sizes, var_seeds = _variant_sizes(cfg, var, seeds, n_train_all)
             options = {**var.options, **var.defaults}
@@ -153,7 +156,11 @@ def expand_cells(cfg: ExperimentConfig, n_train_all: int) -> list[Cell]:
                     # how the model is served changes the numbers (non-default only, so keys of local float32
                     # runs stay as they were): a resume on another backend or server runs its own cells
                     payload.update(model.identity())
-                    cell = Cell(cell_key(payload), var.strategy, options, n, seed, var.label, index, payload)
+                    if var.roles:  # a teacher's or fallback's model changes the result as much as the own one
+                        payload["other_models"] = sorted(
+                            ({"name": cfg.model_spec(r).name, **cfg.model_spec(r).identity()} for r in var.roles),
+                            key=lambda m: json.dumps(m, sort_keys=True, default=str))
+                    cell = Cell(cell_key(payload), var.strategy, options, n, seed, var.label, index, payload, role)
                     if cell.key in seen:
                         raise ConfigError(f"strategy entry {index} repeats the cell '{cell.describe()}'",
                                           file=cfg.file, line=cfg.line_of("strategies", index),

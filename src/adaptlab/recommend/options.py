@@ -136,13 +136,42 @@ def latency_ok(cells: list[CellRecord], budget: float | None) -> list[CellRecord
             for c in g]
 
 
+TUNED_ARMS = ("finetune", "distill", "cascade")
+"""The arms that ship tuned weights (family ``finetune``), weighed against each other before the best prompt."""
+
+
+def arm_candidates(cells: list[CellRecord], sc: Scenario, labels: float | None, budget: float | None,
+                   analysis: Analysis | None = None) -> dict[str, Option | None]:
+    """Per arm (prompt, finetune, distill, cascade), the best option within ``labels`` and the latency budget."""
+    allowed = latency_ok(cells, budget)
+    out: dict[str, Option | None] = {}
+    for arm in ("prompt",) + TUNED_ARMS:
+        mine = [c for c in allowed if (c.family == "prompt" if arm == "prompt" else
+                                       c.family == "finetune" and c.arm == arm)]
+        b = best_of(mine, "prompt" if arm == "prompt" else "finetune", max_labels=labels)
+        out[arm] = Option.of(b, sc, analysis.interval(b.variant, b.n_train) if analysis else None) if b else None
+    return out
+
+
+def tuned_champion(arms: dict[str, Option | None], sc: Scenario, analysis: Analysis | None) -> Option | None:
+    """The tuned option that goes up against the best prompt: the arms' bests (fine-tune, distil, cascade) weighed
+    pairwise in that order by the same rule as the final decision (`decide_rule`: the target, quality gap and total
+    cost)."""
+    contenders = [o for arm in TUNED_ARMS if (o := arms.get(arm)) is not None]
+    champion = contenders[0] if contenders else None
+    for challenger in contenders[1:]:
+        assert champion is not None
+        gap = quality_gap(analysis, champion, challenger)
+        _, champion, _ = decide_rule(champion, challenger, gap, sc)
+    return champion
+
+
 def candidates(cells: list[CellRecord], sc: Scenario, labels: float | None, budget: float | None,
                analysis: Analysis | None = None) -> dict[str, Option | None]:
-    """Per family, the best option within ``labels`` (labels used) and the latency budget."""
-    allowed = latency_ok(cells, budget)
-    bests = {fam: best_of(allowed, fam, max_labels=labels) for fam in ("prompt", "finetune")}
-    return {fam: Option.of(b, sc, analysis.interval(b.variant, b.n_train) if analysis else None) if b else None
-            for fam, b in bests.items()}
+    """The best prompt and the best tuned option (`tuned_champion`) within ``labels`` (labels used) and the latency
+    budget, keyed by family."""
+    arms = arm_candidates(cells, sc, labels, budget, analysis)
+    return {"prompt": arms["prompt"], "finetune": tuned_champion(arms, sc, analysis)}
 
 
 def _from_test(analysis: Analysis, p: Option, f: Option) -> Gap | None:
@@ -168,9 +197,9 @@ def _from_test(analysis: Analysis, p: Option, f: Option) -> Gap | None:
                f"{'significant' if sig.significant else 'not significant'}.", diff - low, high - diff)
 
 
-def quality_gap(analysis: Analysis, p: Option, f: Option) -> Gap:
+def quality_gap(analysis: Analysis | None, p: Option, f: Option) -> Gap:
     """The paired test of the two options when their predictions allow one, else whether their intervals overlap."""
-    gap = _from_test(analysis, p, f)
+    gap = _from_test(analysis, p, f) if analysis is not None else None
     if gap is not None:
         return gap
     (pl, ph), (fl, fh) = p.interval, f.interval
@@ -237,3 +266,33 @@ def cost_reasons(p: Option | None, f: Option | None, sc: Scenario, budget: float
     if p and f:
         out.append(break_even_sentence(p, f, sc))
     return out
+
+
+def _pricing(o: Option, sc: Scenario) -> str:
+    """How the option's queries are priced: per token (an API), or per hour of its hardware."""
+    cell = o.best.cells[0]
+    price = cell.token_price(sc)
+    hardware = cell.query_info().get("hardware")
+    device = f" ({hardware.get('device')})" if isinstance(hardware, dict) and hardware.get("device") else ""
+    hourly = f"${cell.hour_price(sc):g}/hour{device} x measured seconds"
+    if price is None:
+        return hourly
+    tokens = f"${price.input_per_mtok:g}/${price.output_per_mtok:g} per 1M tokens in/out"
+    return f"{tokens} + {hourly} of the small model" if cell.query_info().get("hardware_seconds") else tokens
+
+
+def arm_rows(arms: dict[str, Option | None], sc: Scenario, choice: str | None) -> list[dict[str, object]]:
+    """Each arm's best option as a row of the report's options table (`Recommendation.options`)."""
+    rows: list[dict[str, object]] = []
+    for arm, o in arms.items():
+        if o is None:
+            continue
+        low, high = o.interval
+        cell = o.best.cells[0]
+        rows.append({"arm": arm, "variant": o.name, "n_train": o.best.n_train, "labels": o.best.labels,
+                     "mean": o.mean, "low": low, "high": high, "metric": o.metric, "usd_per_1k": o.query_cost * 1000,
+                     "one_off": o.one_off, "total": o.total(sc),
+                     "meets_target": None if sc.accuracy_target is None else o.mean >= sc.accuracy_target,
+                     "chosen": o.name == choice, "model": (cell.extra.get("cell") or {}).get("model"),
+                     "price": _pricing(o, sc)})
+    return rows

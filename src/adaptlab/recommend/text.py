@@ -46,6 +46,10 @@ class Recommendation:
     """The cost assumptions behind the $ figures, one sentence each (`adaptlab.analysis.cost_assumptions`)."""
     flagged: list[str] = field(default_factory=list)
     """Variants among the candidates no better than the majority baseline or predicting one class, with why."""
+    options: list[dict[str, Any]] = field(default_factory=list)
+    """Each arm's best option under the scenario (prompt, fine-tune, distil, cascade): ``arm``, ``variant``,
+    ``n_train``, ``labels``, ``mean``, ``low``, ``high``, ``metric``, ``usd_per_1k``, ``one_off``, ``total``,
+    ``meets_target``, ``chosen``, ``model``, ``price`` (how its queries are priced)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +87,10 @@ def round_up(n: float) -> int:
 
 # -- Candidates and quality gap ----------------------------------------------------------------
 
+
+ARM_VERBS = {"prompt": "Prompt", "finetune": "Fine-tune", "distill": "Distil", "cascade": "Cascade"}
+"""The headline's verb for the arm of the chosen option."""
+ARM_NAMES = {"prompt": "prompt", "finetune": "fine-tune", "distill": "distil", "cascade": "cascade"}
 
 DECISION_WORDS = {"prompt": "prompt", "finetune": "fine-tune", "collect_labels": "collect more labels",
                   "too_close": "too close to call"}

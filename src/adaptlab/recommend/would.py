@@ -1,5 +1,5 @@
 """What would change a measured decision: re-deciding under changed scenarios (volume, task changes, a target both
-meet, prefix cache, latency budgets) and the labels where fine-tuning matches the best prompt. Every statement
+meet, an API's token price, prefix cache, latency budgets) and the labels where fine-tuning matches the best prompt. Every statement
 about labels stays inside the measured sizes (the crossover is interpolated between measured points, never
 extrapolated; a match at the smallest size says that fewer were not measured). Label counts are labels used."""
 
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from adaptlab.recommend.options import Gap, Option, break_even_volume, candidates, decide_rule, quality_gap
 from adaptlab.recommend.text import Recommendation, a_an, decision_phrase, fmt_metric, fmt_ms, fmt_num, round_up
+from adaptlab.models.prices import TokenPrice
 from adaptlab.results import CellRecord, Scenario
 
 if TYPE_CHECKING:
@@ -38,6 +39,53 @@ def _cost_flips(p: Option, f: Option, gap: Gap | None, sc: Scenario, rec: Recomm
         out.append(f"With {a_an(p.metric)} {p.metric} target at or below {p.fmt(low)} (both meet it), cost decides: "
                    f"{what}.")
     return out
+
+
+_MULTIPLIERS = (0.5, 2.0, 0.25, 4.0, 0.1, 10.0, 0.01, 100.0)
+"""Token-price changes tried, nearest first."""
+
+
+def _token_flip(p: Option, f: Option, gap: Gap | None, sc: Scenario, rec: Recommendation) -> list[str]:
+    """The nearest change of the API's token price (x0.01..x100) that changes the decision, when an option is
+    priced per token."""
+    priced = [o.best.cells[0].token_price(sc) for o in (p, f)]
+    base = next((t for t in priced if t is not None), None)
+    if base is None:
+        return []
+    for m in _MULTIPLIERS:
+        price = TokenPrice(input_per_mtok=base.input_per_mtok * m, output_per_mtok=base.output_per_mtok * m)
+        alt = sc.replace(token_price=price)
+        d, o, _ = decide_rule(Option.of(p.best, alt, p.band), Option.of(f.best, alt, f.band), gap, alt)
+        if (d, o.name) != (rec.decision, rec.choice):
+            return [f"At {m:g}x the API's token price (${price.input_per_mtok:.3g} in / ${price.output_per_mtok:.3g} "
+                    f"out per 1M tokens): {decision_phrase(d, o.name)}."]
+    return [f"Token prices from 0.01x to 100x today's (${base.input_per_mtok:.3g} in / ${base.output_per_mtok:.3g} "
+            "out per 1M tokens) leave the decision as it is."]
+
+
+def _labels_flip(analysis: Analysis, cells: list[CellRecord], sc: Scenario, rec: Recommendation,
+                 chosen: Option | None) -> list[str]:
+    """The decision with fewer labels on hand: the most any other measured cell used below the chosen option's."""
+    if chosen is None or rec.decision not in ("prompt", "finetune"):
+        return []
+    fewer = [c.labels for c in cells if c.labels < chosen.best.labels]
+    if not fewer:
+        return []
+    have = float(max(fewer))
+    opts = candidates(cells, sc, have, sc.latency_budget_s, analysis)
+    p2, f2 = opts["prompt"], opts["finetune"]
+    if not (p2 or f2):
+        return []
+    target = sc.accuracy_target
+    if target is not None and not any(o.mean >= target for o in (p2, f2) if o):
+        best = max((o for o in (p2, f2) if o), key=lambda o: o.mean)
+        return [f"With {fmt_num(have)} labels on hand, no measured option meets the {best.fmt(target)} target "
+                f"(the best, {best.name}, scores {best.fmt(best.mean)}): you would collect labels."]
+    d, o, _ = decide_rule(p2, f2, quality_gap(analysis, p2, f2) if p2 and f2 else None, sc)
+    if (d, o.name) == (rec.decision, rec.choice):
+        return []
+    return [f"With {fmt_num(have)} labels on hand (fewer than the {fmt_num(chosen.best.labels)} {chosen.name} "
+            f"used): {decision_phrase(d, o.name)} ({o.fmt(o.mean)})."]
 
 
 def _prefix_flip(analysis: Analysis, cells: list[CellRecord], sc: Scenario, labels: float,
@@ -100,7 +148,9 @@ def would_change(analysis: Analysis, cells: list[CellRecord], sc: Scenario, labe
                  pair: tuple[Option | None, Option | None], gap: Gap | None, rec: Recommendation) -> list[str]:
     """The scenario changes (and label counts) that would change ``rec``, each in a sentence."""
     p, f = pair
-    out = _cost_flips(p, f, gap, sc, rec) if p and f else []
+    out = _cost_flips(p, f, gap, sc, rec) + _token_flip(p, f, gap, sc, rec) if p and f else []
+    chosen = next((o for o in (p, f) if o and o.name == rec.choice), None)
+    out += _labels_flip(analysis, cells, sc, rec, chosen)
     out += _prefix_flip(analysis, cells, sc, labels, rec)
     out += _latency(cells, sc, labels, p, f, rec)
     return out + _crossovers(analysis, labels, f, rec)

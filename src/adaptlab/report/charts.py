@@ -33,7 +33,7 @@ def color_map(variants: Sequence[tuple[str, str]]) -> dict[str, str]:
     return colors
 
 
-def _figure(title_x: str, title_y: str, *, log_x: bool = False, log_y: bool = False,
+def base_figure(title_x: str, title_y: str, *, log_x: bool = False, log_y: bool = False,
             height: int = HEIGHT) -> "go.Figure":
     import plotly.graph_objects as go
 
@@ -96,7 +96,7 @@ def learning_curves(curves: Sequence[Any], colors: dict[str, str], metric: str,
     positive = sorted({round(_used(p)) for c in curves for p in c.points if _used(p) > 0})
     log_x = bool(positive)
     lo_x, hi_x = (positive[0] / 1.6, positive[-1] * 1.6) if positive else (-0.5, 0.5)
-    fig = _figure("labels used: training + dev labels read" + (" (log scale)" if log_x else ""),
+    fig = base_figure("labels used: training + dev labels read" + (" (log scale)" if log_x else ""),
                   metric, log_x=log_x)
     ys = [v for c in curves for p in c.points for v in (p.low, p.high)]
     for curve in curves:
@@ -174,7 +174,7 @@ def accuracy_vs_cost(points: Sequence[VariantPoint], colors: dict[str, str], met
     costs = [p.query_dollars * 1000 for p in points]
     positive = [c for c in costs if c > 0]
     log_x = bool(positive) and len(positive) == len(costs) and max(positive) / min(positive) > 4
-    fig = _figure("cost per 1,000 queries ($" + (", log scale)" if log_x else ")"), metric, log_x=log_x)
+    fig = base_figure("cost per 1,000 queries ($" + (", log scale)" if log_x else ")"), metric, log_x=log_x)
     front = pareto_front(points)
     if len(front) > 1:
         fig.add_trace(go.Scatter(
@@ -224,7 +224,7 @@ def cumulative_cost(break_even: Any, scenario: Scenario) -> "go.Figure | None":
     qs = np.logspace(1, math.log10(hi), 240)
     prompt_cost, ft_cost = p_train + qs * p_q, train + qs * f_q
     positive = bool(np.all(prompt_cost > 0) and np.all(ft_cost > 0))
-    fig = _figure("queries served (log scale)", "total cost" + (" (log scale)" if positive else ""),
+    fig = base_figure("queries served (log scale)", "total cost" + (" (log scale)" if positive else ""),
                   log_x=True, log_y=positive)
     ys_all = np.concatenate([prompt_cost, ft_cost])
     _money_ticks(fig, "y", float(ys_all.min()), float(ys_all.max()), positive)
@@ -262,7 +262,7 @@ def per_class_f1(reports: dict[str, dict]) -> "go.Figure | None":
         return None
     labels = list(next(iter(reports.values()))["per_class"])
     height = max(320, 110 + len(labels) * 22 * (len(reports) + 0.6))
-    fig = _figure("F1 on the test set (0 to 1, higher is better)", "", height=int(height))
+    fig = base_figure("F1 on the test set (0 to 1, higher is better)", "", height=int(height))
     colors = iter((PROMPT_COLORS[0], FINETUNE_COLORS[0], PROMPT_COLORS[1], FINETUNE_COLORS[1]))
     for name, rep in reports.items():
         pc = rep["per_class"]
@@ -297,7 +297,7 @@ def confusion(report: dict | None, title: str) -> "go.Figure | None":
         counts = [row + [other[i]] for i, row in enumerate(counts)]
     shares = [[v / max(1, sum(row)) for v in row] for row in counts]
     size = max(380, 70 + 46 * len(labels))
-    fig = _figure("predicted class", "true class", height=size)
+    fig = base_figure("predicted class", "true class", height=size)
     fig.add_trace(go.Heatmap(
         z=shares, x=cols, y=labels, text=counts, texttemplate="%{text}", colorscale="Blues",
         zmin=0, zmax=1, colorbar=dict(title=dict(text="share of<br>true class"), thickness=12),
@@ -316,7 +316,7 @@ def sensitivity(items: Sequence[Any], colors: dict[str, str], metric: str) -> "g
     items = [s for s in items if len(getattr(s, "values", [])) > 1]
     if not items:
         return None
-    fig = _figure("", metric, height=max(360, HEIGHT - 40))
+    fig = base_figure("", metric, height=max(360, HEIGHT - 40))
     for s in items:
         label = plot_text(f"{s.strategy} (across {s.across})")
         fig.add_trace(go.Box(

@@ -14,7 +14,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from adaptlab.report import charts
+from adaptlab.report import arms, charts
 from adaptlab.recommend.text import fmt_p
 from adaptlab.report.data import ReportData
 from adaptlab.report.table import (fmt_ci, fmt_count, fmt_money, fmt_seconds, fmt_value,
@@ -186,6 +186,20 @@ def build_charts(data: ReportData) -> list[Chart]:
         f"Spread of {metric} when only the seed changes (it picks the demonstrations and their order). Each dot is "
         "one run; a tall box means the result depends on the luck of the draw, so a single run of that setup is "
         "not to be trusted."))
+    out.append(_chart(
+        arms.distill_curve(data.ok_cells, metric, arms.teacher_score(data.ok_cells)), "chart-distill",
+        "Distillation and cascades", "Distillation: the student's quality vs teacher-labelled examples",
+        f"Each line is one distillation setup (teacher prompt, student fine-tune, gold labels mixed in): the "
+        f"student's mean {metric} over seeds (bars: worst to best seed) against the number of unlabelled inputs "
+        "the teacher labelled (log scale). The dashed line is the teacher prompt's own test score where the run "
+        "measured it. Hover a point for the teacher's agreement with the gold labels of its pool."))
+    out.append(_chart(
+        arms.cascade_curve(data.ok_cells, metric), "chart-cascade", "Distillation and cascades",
+        "Cascade: quality vs share deferred to the large model",
+        f"Each line is one cascade cell's threshold search on dev labels (counted in its labels used): dev {metric} "
+        "when the small model answers only above a confidence threshold and the large model answers the rest, "
+        "against the share deferred (the cost driver: every deferred query pays the large model). Stars are "
+        "the test-set result at the chosen threshold.", arms.cascade_notes(data.ok_cells)))
     return [c for c in out if c is not None]
 
 
@@ -209,8 +223,9 @@ def render_html(data: ReportData) -> str:
         plotlyjs = plotlyjs.replace("</script", "<\\/script").replace("</SCRIPT", "<\\/SCRIPT")
     best_cell, best_why = data.best_cell()
     sig = data.analysis.significance if data.analysis else None
+    options_header, options_rows = arms.options_table(data.recommendation)
     return env.get_template(TEMPLATE).render(
-        d=data, rec=data.recommendation, a=data.analysis, sc=data.scenario, charts=chart_list,
+        options_header=options_header, options_rows=options_rows, d=data, rec=data.recommendation, a=data.analysis, sc=data.scenario, charts=chart_list,
         plotlyjs=Markup(plotlyjs),  # plotly.js itself
         break_even=break_even_text(data) if data.analysis else None, significance=significance_text(data),
         sig=sig, crossovers=crossover_notes(data), best_cell=best_cell, best_why=best_why,

@@ -7,6 +7,7 @@ errors, and the recommendation sentences that quote them) goes through `md_escap
 
 from __future__ import annotations
 
+from adaptlab.report.arms import cascade_notes, distill_points, options_table
 from adaptlab.report.data import ReportData
 from adaptlab.report.html import break_even_text, crossover_notes, significance_text
 from adaptlab.report.table import fmt_count, fmt_money, md_escape, shorten
@@ -31,8 +32,10 @@ def render_summary(data: ReportData) -> str:
     """The Markdown summary (ends with a newline)."""
     rec, sc = data.recommendation, data.scenario
     out = [f"# adaptlab: {md_escape(data.title)}", ""]
-    out.append(f"Task **{md_escape(data.experiment.get('task', '?'))}** on model "
-               f"**{md_escape(data.experiment.get('model', '?'))}**, metric **{md_escape(data.metric)}**; "
+    models = data.experiment.get("models") or {}
+    on = ("models " + ", ".join(f"{md_escape(role)} **{md_escape(m.get('name', '?'))}**" for role, m in models.items())
+          if models else f"model **{md_escape(data.experiment.get('model', '?'))}**")
+    out.append(f"Task **{md_escape(data.experiment.get('task', '?'))}** on {on}, metric **{md_escape(data.metric)}**; "
                f"{len(data.ok_cells)} cells finished, {len(data.failed)} failed. "
                "Full interactive report: `report.html`.")
     out += ["", "## Recommendation", ""]
@@ -59,6 +62,18 @@ def render_summary(data: ReportData) -> str:
                 + (f", latency budget {sc.latency_budget_s:g} s" if sc.latency_budget_s is not None else "")
                 + (f", {sc.labels_available} labels on hand" if sc.labels_available is not None else "")
                 + "."]
+    header, rows = options_table(rec)
+    if rows:
+        out += ["", "## The options", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(md_escape(v) for v in row) + " |" for row in rows]
+    for note in cascade_notes(data.ok_cells):
+        out += ["", f"- Cascade: {md_escape(note)}"]
+    points = distill_points(data.ok_cells)
+    if points:
+        out += ["", "## Distillation curve", "", "| setup | gold labels | teacher labels | mean | seed range | "
+                "teacher agreement |", "|---|---|---|---|---|---|"]
+        out += [f"| {md_escape(p.setup)} | {p.n_train} | {p.pool} | {p.mean:.3g} | {p.low:.3g}-{p.high:.3g} | "
+                + ("-" if p.teacher_agreement is None else f"{p.teacher_agreement:.3g}") + " |" for p in points]
     table = _table(data)
     if table:
         out += ["", "## Comparison", "",

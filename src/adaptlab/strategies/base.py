@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 FAMILIES = ("prompt", "finetune")
 """``prompt``: the model's weights are untouched (instructions, demonstrations, calibration, retrieval);
 ``finetune``: weights change (adapters, full training, a classifier over embeddings)."""
+ARMS = ("prompt", "finetune", "distill", "cascade")
+"""The options a recommendation weighs: prompt a model, fine-tune one, distil a prompted (large) model into a
+tuned (small) one, or cascade a tuned small model with a prompted large fallback. A strategy's arm defaults to its
+family; distillation and cascades ship tuned weights, so their family is ``finetune``."""
 
 
 @dataclass
@@ -57,6 +61,9 @@ class FitContext:
     """Continue from the newest checkpoint in ``work_dir`` instead of starting over."""
     progress: bool = False
     """Show a progress bar (terminal runs of one strategy)."""
+    cache_dir: Path | None = None
+    """A folder the cells of one run share for work worth reusing across cells and resumes (a teacher's labels);
+    None: nothing is reused."""
 
     @classmethod
     def of(cls, model: LM | LoadedModel | str, *, embedders: Mapping[str, Embedder] | None = None,
@@ -76,6 +83,10 @@ class FitContext:
         """A shared sentence embedder."""
         return self.models.embedder(name)
 
+    def with_role(self, role: str | None) -> FitContext:
+        """This context for another model role (``None``: this one), e.g. a distillation's teacher."""
+        return self if role is None or role == self.role else replace(self, role=role)
+
 
 class NotMainProcess(Exception):
     """Raised by a fit on a non-main process of a multi-process launch (``accelerate launch``): that process
@@ -93,6 +104,9 @@ class LabelUse:
 
     mode: Literal["none", "first_k", "train_sizes"]
     k: int = 0
+    seeded: bool = False
+    """``none`` only: the cell still draws with its seed (a student's initialisation and data order), so it runs
+    once per seed rather than once."""
 
 
 class StrategyConfig(ConfigModel):
@@ -109,6 +123,11 @@ class StrategyConfig(ConfigModel):
     def label_use(self) -> LabelUse:
         """The labels this configured strategy reads (default: each training size)."""
         return LabelUse("train_sizes")
+
+    def roles(self) -> set[str]:
+        """Model roles this configured strategy uses besides its own (a teacher's, a cascade's fallback); the
+        experiment checks they exist and their models' identities enter the cell key."""
+        return set()
 
     def learns_labels(self) -> bool:
         """Whether the strategy learns the classes from its training labels, so that a class with no training
@@ -135,6 +154,8 @@ class StrategyInfo:
     experiment_defaults: tuple[str, ...] = ()
     """Experiment-level settings the strategy takes as option defaults (``epochs`` for gradient training)."""
     description: str = ""
+    arm: str = ""
+    """The option of a recommendation this strategy is (`ARMS`); empty: its family."""
     module: str = field(default="", compare=False)
 
     def parse(self, options: Mapping[str, Any] | None, *, file: str | Path | None = None,
@@ -152,7 +173,7 @@ C = TypeVar("C", bound=type[StrategyConfig])
 
 
 def register_strategy(name: str, config: type[StrategyConfig], *, family: str, artifact: ArtifactKind,
-                      experiment_defaults: Sequence[str] = (), description: str = "") -> StrategyInfo:
+                      experiment_defaults: Sequence[str] = (), description: str = "", arm: str = "") -> StrategyInfo:
     """Register ``config`` (a `StrategyConfig` subclass) as strategy ``name``; returns the entry.
 
     Registering the same name again replaces the entry only when it comes from the same module (a re-import);
@@ -164,13 +185,15 @@ def register_strategy(name: str, config: type[StrategyConfig], *, family: str, a
     if not (isinstance(config, type) and issubclass(config, StrategyConfig)):
         raise ConfigError(f"strategy '{name}': its config must subclass adaptlab.strategies.StrategyConfig",
                           field="config")
+    if arm and arm not in ARMS:
+        raise ConfigError(f"unknown arm '{arm}' for '{name}'", field="arm", hint="valid: " + ", ".join(ARMS))
     old = _REGISTRY.get(name)
     if old is not None and old.module != config.__module__:
         raise ConfigError(f"strategy '{name}' is already registered by {old.module}", field="name",
                           hint=f"give the strategy in {config.__module__} another name")
     doc = (config.__doc__ or "").strip().splitlines()
     info = StrategyInfo(name, config, family, artifact, tuple(experiment_defaults),
-                        description or (doc[0] if doc else ""), module=config.__module__)
+                        description or (doc[0] if doc else ""), arm or family, module=config.__module__)
     config.strategy_name = name
     config.key_noun = f"{name} option"
     _REGISTRY[name] = info
@@ -179,11 +202,12 @@ def register_strategy(name: str, config: type[StrategyConfig], *, family: str, a
     return info
 
 
-def strategy(name: str, *, family: str, artifact: ArtifactKind,
-             experiment_defaults: Sequence[str] = ()) -> Callable[[C], C]:
+def strategy(name: str, *, family: str, artifact: ArtifactKind, experiment_defaults: Sequence[str] = (),
+             arm: str = "") -> Callable[[C], C]:
     """Class decorator form of `register_strategy`."""
     def register(config: C) -> C:
-        register_strategy(name, config, family=family, artifact=artifact, experiment_defaults=experiment_defaults)
+        register_strategy(name, config, family=family, artifact=artifact, experiment_defaults=experiment_defaults,
+                          arm=arm)
         return config
     return register
 
@@ -208,3 +232,9 @@ def family_of(name: str) -> str | None:
     """The registered family of strategy ``name`` (None when it is not registered here)."""
     info = _REGISTRY.get(name)
     return info.family if info is not None else None
+
+
+def arm_of(name: str) -> str | None:
+    """The registered arm of strategy ``name`` (`ARMS`; None when it is not registered here)."""
+    info = _REGISTRY.get(name)
+    return info.arm if info is not None else None

@@ -28,9 +28,11 @@ def label_logits(scores: ContinuationScores, score: Scoring = "sum") -> np.ndarr
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis (numerically stable)."""
+    """Softmax over the last axis (numerically stable); a row with no finite score (a parsed API answer that
+    matched no label) is uniform: it says nothing about the labels."""
     z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
+    top = z.max(axis=-1, keepdims=True)
+    z = np.where(np.isneginf(top), 0.0, z - np.where(np.isneginf(top), 0.0, top))
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
 
