@@ -270,8 +270,18 @@ def test_demo_experiment_is_the_packaged_one_and_expands_as_designed() -> None:
 
 
 def test_pyproject_ships_the_demo_experiment() -> None:
-    text = (REPO / "pyproject.toml").read_text()
-    assert '"demo/*.yaml"' in text
+    """The package data setting covers the demo's files (what a wheel holds), and they load from the package."""
+    import fnmatch
+    import tomllib
+    from importlib.resources import files
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["adaptlab"]
+    demo = files("adaptlab") / "demo"
+    shipped = [p.name for p in demo.iterdir() if p.name.endswith((".yaml", ".jsonl"))]
+    assert "experiment.yaml" in shipped and "task.yaml" in shipped
+    for name in shipped:
+        assert any(fnmatch.fnmatch(f"demo/{name}", pattern) for pattern in data), name
+    assert builtin_experiment("demo").name == "demo"
 
 
 def test_yaml_snippet_from_the_docs_parses(tmp_path: Path) -> None:

@@ -247,10 +247,13 @@ def test_bfloat16_close_to_float32(tiny_loaded):
     assert_close(bf16, f32, tol=0.1)
 
 
-def test_progress_bar_runs(sharp):
+def test_progress_bar_changes_no_result(sharp):
     lm = make(sharp)
-    out = lm.loglikelihood([LoglikelihoodRequest(few_shot("ok", [0]), LABELS)] * 3, progress=True)
-    assert len(out) == 3 and lm.generate(["Hi"], max_new_tokens=2, progress=True)
+    reqs = [LoglikelihoodRequest(few_shot("ok", [0]), LABELS)] * 3
+    out = lm.loglikelihood(reqs, progress=True)
+    assert [o.logprobs for o in out] == [o.logprobs for o in lm.loglikelihood(reqs, progress=False)]
+    assert len(out) == 3 and all(len(o.logprobs) == len(LABELS) for o in out)
+    assert lm.generate(["Hi"], max_new_tokens=2, progress=True) == lm.generate(["Hi"], max_new_tokens=2)
 
 
 # ---------------------------------------------------------------------------------------------- generate

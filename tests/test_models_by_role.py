@@ -125,8 +125,11 @@ def test_two_models_in_one_run_tiny_and_a_real_llama_server(llama_server: str, t
     from adaptlab.experiment import run_experiment
     from adaptlab.report import build_report
 
-    cfg = _load(tmp_path, TWO.replace("http://127.0.0.1:9001/v1", llama_server))
-    cfg = cfg.with_changes(evaluation={"latency_sample": 2, "throughput_batch_sizes": [], "throughput_sample": 0})
+    # the server reads the answer it writes (as a chat API does): echo scoring costs llama-cpp-python a sort of the
+    # vocabulary per prompt token, minutes here; test_api_pricing covers the echo path's token counts
+    cfg = _load(tmp_path, TWO.replace("http://127.0.0.1:9001/v1", llama_server).replace(
+        "price: {input_per_mtok", "api: {logprobs: \"off\"}, price: {input_per_mtok"))
+    cfg = cfg.with_changes(evaluation={"latency_sample": 0, "throughput_batch_sizes": [], "throughput_sample": 0})
     cells = run_experiment(cfg, tmp_path / "run", progress=False)
     by = {c.strategy: c for c in cells}
     assert all(c.ok for c in cells), [c.error for c in cells]

@@ -152,7 +152,12 @@ def test_writes_all_outputs(built):
     assert {"analysis", "recommendation", "cells", "scenario", "environment"} <= set(doc)
     assert len(doc["cells"]) == len(cells)
     assert doc["scenario"]["queries_per_month"] == SCENARIO["queries_per_month"]
-    assert doc["recommendation"]["decision"] in ("prompt", "finetune", "collect_labels", "too_close")
+    # LoRA at 256 labels (0.85 over seeds) is 12.5 points above the best prompt (0.725), p ~ 0.04 on 40 examples:
+    # the rule picks LoRA, but the pick does not hold in 80% of bootstrap replicates, so the run calls it too close
+    # and ships the cheaper of the two (LoRA: 0.012 s per query against 0.09)
+    rec = doc["recommendation"]
+    assert (rec["decision"], rec["choice"], rec["alternative"]) == ("too_close", "lora r=8", NASTY_VARIANT)
+    assert rec["stability"] < 0.8
     assert doc["analysis"]["best_finetune"]["variant"] == "lora r=8"
     assert [f["error"] for f in doc["analysis"]["failed"]] == [NASTY_ERROR]
     assert not list(run_dir.glob(".*.tmp-*")), "temporary files left behind"
