@@ -120,6 +120,21 @@ def thread_info() -> dict[str, Any]:
             "cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
+def write_results(path: Any, benchmark: str, runs: Any) -> None:
+    """``path`` <- the JSON record of a benchmark: its name, the exact command, the machine and its runs."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from adaptlab.experiment.store import environment_info
+
+    doc = {"benchmark": benchmark, "command": " ".join([sys.executable, *sys.argv]), "machine": environment_info(),
+           "runs": runs}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Matmul peak of this machine (median GFLOP/s).")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

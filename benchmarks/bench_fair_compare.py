@@ -19,7 +19,6 @@ copied with the machine each run recorded.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -123,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefix-cache", action=argparse.BooleanOptionalAction, default=None,
                     help="override the run's scenario: the serving engine keeps prompt prefixes")
     args = ap.parse_args(argv)
-    from adaptlab.experiment.store import environment_info
-
+    from _hw import write_results
     results = [summarize(r, args.before, {"prefix_cache": args.prefix_cache}) for r in args.runs]
     for r in results:
         b, a = r["before"], r["after"]
@@ -141,11 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {serving}: break-even {_fmt(even.get('queries_dollars'), ',.0f')} queries with label price, "
                   f"{_fmt(even.get('queries_dollars_no_labels'), ',.0f')} without; decision {s['decision']} "
                   f"({s['choice']}), stability {_fmt(s['stability'], '.2f')}")
-    doc = {"benchmark": "bench_fair_compare", "command": " ".join([sys.executable, *sys.argv]),
-           "machine": environment_info(), "runs": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_results(args.out, "bench_fair_compare", results)
     return 0
 
 

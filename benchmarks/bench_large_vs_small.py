@@ -19,7 +19,6 @@ Runs are not re-timed here: the cells' own measurements are copied with the mach
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", type=Path, help="run folders of `adaptlab compare`")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_large_vs_small.json"))
     args = ap.parse_args(argv)
-    from adaptlab.experiment.store import environment_info
-
+    from _hw import write_results
     results = [summarize(r) for r in args.runs]
     for r in results:
         print(f"== {r['experiment']} ({len(r['cells'])} cells): {r['decision']} {r['choice']} "
@@ -126,11 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{_fmt(c['value'])}, threshold {_fmt((c.get('search') or {}).get('threshold'))}")
         for w in r["would_change"]:
             print(f"  would change: {w}")
-    doc = {"benchmark": "bench_large_vs_small", "command": " ".join([sys.executable, *sys.argv]),
-           "machine": environment_info(), "runs": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_results(args.out, "bench_large_vs_small", results)
     return 0
 
 

@@ -176,13 +176,18 @@ def check_examples(task: Task, examples: Sequence[Example], split: str, *, uniqu
                                 field=task.label_field,
                                 hint="add it to `labels`, map it with `label_map`, or fix the row")
     if unique_ids:
-        seen: dict[str, Example] = {}
-        for ex in examples:
-            first = seen.setdefault(ex.id, ex)
-            if first is not ex:
-                raise DataError(f"duplicate {split} example id '{ex.id}' (first at {first.source}:{first.line})",
-                                file=ex.source, line=ex.line, field="id",
-                                hint="ids must be unique within a split; drop the id field to number rows by line")
+        check_unique_ids(examples, split)
+
+
+def check_unique_ids(examples: Sequence[Example], what: str,
+                     hint: str = "ids must be unique within a split; drop the id field to number rows by line") -> None:
+    """Raise DataError at the first example whose id repeats an earlier one's (naming both rows)."""
+    seen: dict[str, Example] = {}
+    for ex in examples:
+        first = seen.setdefault(ex.id, ex)
+        if first is not ex:
+            raise DataError(f"duplicate {what} example id '{ex.id}' (first at {first.source}:{first.line})",
+                            file=ex.source, line=ex.line, field="id", hint=hint)
 
 
 def load_split(task: Task, split: str, *, seed: int = 0) -> list[Example]:

@@ -31,7 +31,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 import adaptlab
 from adaptlab.config import Invalid
 from adaptlab.data.example import normalize_label
-from adaptlab.data.splits import load_unlabeled, train_inputs
+from adaptlab.data.splits import check_unique_ids, load_unlabeled, train_inputs
 from adaptlab.errors import ConfigError, DataError
 from adaptlab.files import write_json_atomic
 from adaptlab.lm.base import token_price_of
@@ -283,13 +283,7 @@ def build_pool(task: Task, source: str, size: int, dev: Sequence[Example]) -> li
     items = load_unlabeled(task) if source == "unlabeled" else train_inputs(task)
     drop = {ex.id for ex in dev}
     items = [ex for ex in items if ex.id not in drop]
-    seen: dict[str, Example] = {}
-    for ex in items:
-        first = seen.setdefault(ex.id, ex)
-        if first is not ex:
-            raise DataError(f"duplicate {source} example id '{ex.id}' (first at {first.source}:{first.line})",
-                            file=ex.source, line=ex.line, field="id",
-                            hint="the teacher's labels are kept by id: ids must be unique")
+    check_unique_ids(items, source, hint="the teacher's labels are kept by id: ids must be unique")
     if not items:
         raise DataError(f"no {source} inputs for the teacher to label", file=task.source,
                         field="data.unlabeled" if source == "unlabeled" else "data.train")
