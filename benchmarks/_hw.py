@@ -7,12 +7,14 @@ is not a matmul, and adaptlab runs the output layer only at the few positions it
 score FLOPs (``~4 * layers * context * hidden`` per token, ~10% at 300-token contexts on SmolLM2-135M)
 are not counted, so MFU slightly under-states the work done.
 
-    python benchmarks/bench_peak.py --threads 2    # print the matmul peak (float32 and bfloat16)
+MFU in the benchmark scripts divides by :func:`shape_peak` at the model's own GEMM shapes, measured in the
+script's own process and thread count; ``benchmarks/bench_peak.py`` records both peaks for this machine:
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_peak.py --threads 2
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import statistics
@@ -85,6 +87,51 @@ def matmul_peak(dtype: str = "float32", *, size: int | None = None, repeats: int
             "ops": ops, "gflops_max": best}
 
 
+def linear_shapes(model: Any) -> list[tuple[int, int]]:
+    """Distinct ``(in_features, out_features)`` of the model's ``nn.Linear`` layers, output layer excluded."""
+    import torch
+
+    out_layer = getattr(model, "get_output_embeddings", lambda: None)()
+    shapes = {(m.in_features, m.out_features) for m in model.modules()
+              if isinstance(m, torch.nn.Linear) and m is not out_layer}
+    return sorted(shapes)
+
+
+def shape_peak(shapes: list[tuple[int, int]], rows: int, *, repeats: int = 5, dtype: str = "float32",
+               threads: int | None = None) -> dict[str, Any]:
+    """This machine's peak GFLOP/s at the model's own GEMMs: ``F.linear`` of ``rows x in`` by ``out x in`` for
+    each shape, median of ``repeats`` after a warm-up; the peak is the fastest shape's median.
+
+    Measured in the benchmark's own process and thread count, next to the work it divides, so MFU is
+    achieved model FLOP/s over what these matmuls reach here and now (never above 1 for a correct count).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    per_shape: dict[str, float] = {}
+    try:
+        gen = torch.Generator().manual_seed(0)
+        for fan_in, fan_out in shapes:
+            a = torch.randn(rows, fan_in, generator=gen).to(getattr(torch, dtype))
+            w = torch.randn(fan_out, fan_in, generator=gen).to(getattr(torch, dtype))
+            F.linear(a, w)
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                F.linear(a, w)
+                times.append(time.perf_counter() - start)
+            per_shape[f"{rows}x{fan_in}x{fan_out}"] = 2 * rows * fan_in * fan_out / statistics.median(times) / 1e9
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old)
+    best = max(per_shape, key=per_shape.__getitem__)
+    return {"dtype": dtype, "rows": rows, "threads": used, "repeats": repeats, "gflops": per_shape[best],
+            "shape": best, "per_shape": per_shape}
+
+
 def non_embedding_params(model: Any) -> int:
     """Parameters of ``model`` outside its input/output embedding matrices (counted once if tied)."""
     skip = set()
@@ -118,37 +165,3 @@ def thread_info() -> dict[str, Any]:
 
     return {"torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
             "cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2)}
-
-
-def write_results(path: Any, benchmark: str, runs: Any) -> None:
-    """``path`` <- the JSON record of a benchmark: its name, the exact command, the machine and its runs."""
-    import json
-    import sys
-    from pathlib import Path
-
-    from adaptlab.experiment.store import environment_info
-
-    doc = {"benchmark": benchmark, "command": " ".join([sys.executable, *sys.argv]), "machine": environment_info(),
-           "runs": runs}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {path}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Matmul peak of this machine (median GFLOP/s).")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--size", type=int, default=None, help="square size (default 2048 fp32, 512 bf16)")
-    args = parser.parse_args(argv)
-    print(f"bfloat16 matmul hardware: {', '.join(bf16_hardware()) or 'none (emulated, slow)'}")
-    for dtype in ("float32", "bfloat16"):
-        r = matmul_peak(dtype, size=args.size, repeats=args.repeats, threads=args.threads)
-        ops = ", ".join(f"{k} {v:.1f}" for k, v in r["ops"].items())
-        print(f"{dtype:<9} {r['size']}x{r['size']}, {r['threads']} threads: peak {r['gflops']:.1f} GFLOP/s "
-              f"({r['op']}, median of {r['repeats']}; {ops}; fastest call {r['gflops_max']:.1f})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

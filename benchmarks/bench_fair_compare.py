@@ -12,16 +12,22 @@ For each run folder it reads the stored cells (every seed of every variant is a 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_fair_compare.py runs/sst2 runs/agnews \
         --out benchmarks/results/bench_fair_compare.json
 
-Runs are not re-timed here: the cells' own measurements (train seconds, latency series, batched throughput) are
-copied with the machine each run recorded.
+The JSON record (``benchmarks/harness.py``'s ``write_record``) holds the exact command, the machine, the load
+average before and after, the settings and, as its summary, ``run_folders``: one entry per run folder with the
+figures above. Nothing is timed here, so ``--repeats``/``--warmup`` do not apply (accepted for the harness's common
+options; ``--smoke`` changes nothing: a summary takes seconds). Runs are not re-timed: the cells' own measurements
+(train seconds, latency series, batched throughput) are copied with the machine each run recorded.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from harness import add_harness_arguments, command_line, write_record
 
 BEFORE = "few_shot k=8 balanced format=plain"
 
@@ -118,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run folders of `adaptlab compare`")
     ap.add_argument("--before", default=BEFORE, help="the variant that was the best prompt before")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_fair_compare.json"))
     ap.add_argument("--prefix-cache", action=argparse.BooleanOptionalAction, default=None,
                     help="override the run's scenario: the serving engine keeps prompt prefixes")
+    add_harness_arguments(ap, "bench_fair_compare.json")
     args = ap.parse_args(argv)
-    from _hw import write_results
+    load_before = os.getloadavg()
     results = [summarize(r, args.before, {"prefix_cache": args.prefix_cache}) for r in args.runs]
     for r in results:
         b, a = r["before"], r["after"]
@@ -139,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {serving}: break-even {_fmt(even.get('queries_dollars'), ',.0f')} queries with label price, "
                   f"{_fmt(even.get('queries_dollars_no_labels'), ',.0f')} without; decision {s['decision']} "
                   f"({s['choice']}), stability {_fmt(s['stability'], '.2f')}")
-    write_results(args.out, "bench_fair_compare", results)
+    write_record("bench_fair_compare", args.out, {"run_folders": results}, vars(args),
+                 command=command_line(__file__, argv), load_before=load_before)
     return 0
 
 

@@ -13,15 +13,22 @@ stored cells (every seed of every variant is a repeat) and prints and records:
     PYTHONPATH=src .venv/bin/python benchmarks/bench_large_vs_small.py runs/large-vs-small runs/multi30k-en-fr \
         --out benchmarks/results/bench_large_vs_small.json
 
-Runs are not re-timed here: the cells' own measurements are copied with the machine each run recorded.
+The JSON record (``benchmarks/harness.py``'s ``write_record``) holds the exact command, the machine, the load
+average before and after, the settings and, as its summary, ``run_folders``: one entry per run folder with the
+figures above. Nothing is timed here, so ``--repeats``/``--warmup`` do not apply (accepted for the harness's common
+options; ``--smoke`` changes nothing: a summary takes seconds). Runs are not re-timed: the cells' own measurements
+are copied with the machine each run recorded.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from harness import add_harness_arguments, command_line, write_record
 
 
 def _cell(c: Any, sc: Any) -> dict[str, Any]:
@@ -102,9 +109,9 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run folders of `adaptlab compare`")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_large_vs_small.json"))
+    add_harness_arguments(ap, "bench_large_vs_small.json")
     args = ap.parse_args(argv)
-    from _hw import write_results
+    load_before = os.getloadavg()
     results = [summarize(r) for r in args.runs]
     for r in results:
         print(f"== {r['experiment']} ({len(r['cells'])} cells): {r['decision']} {r['choice']} "
@@ -124,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{_fmt(c['value'])}, threshold {_fmt((c.get('search') or {}).get('threshold'))}")
         for w in r["would_change"]:
             print(f"  would change: {w}")
-    write_results(args.out, "bench_large_vs_small", results)
+    write_record("bench_large_vs_small", args.out, {"run_folders": results}, vars(args),
+                 command=command_line(__file__, argv), load_before=load_before)
     return 0
 
 

@@ -5,6 +5,12 @@ SST-2 (tasks/sst2.yaml, test split): zero-shot, 8-shot random, 8-shot balanced a
 (mean, std and min-max across seeds; zero-shot and kNN do not depend on the seed and run once).
 AG News (tasks/agnews.yaml): uncalibrated vs calibrated accuracy, zero-shot and 8-shot random.
 
+Seeds are the harness's repeats (``benchmarks/harness.py``): the seed-dependent configurations are its sides,
+alternated, repeat i with seed i; each side's warm-up fits and scores its first 8 test examples only (an
+accuracy benchmark: the warm-up only loads kernels and caches). The record keeps every (configuration,
+seed) run with both accuracies, the predicted-label shares, tokens and seconds, and per task the summary
+(mean, std, min, max over seeds per configuration). It is rewritten after each task.
+
 Each configuration is scored ONCE: the calibrated artifact's predictions carry the raw label
 log-likelihoods, whose argmax is the uncalibrated prediction for the very same prompt (static prompts:
 calibration only adds the three content-free queries; kNN: every query is scored next to its own three
@@ -12,13 +18,15 @@ content-free prompts). Test subsets (``--limit``) are seeded random samples, the
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_prompting.py                 # full SST-2 test
     PYTHONPATH=src .venv/bin/python benchmarks/bench_prompting.py --limit 300 --agnews-limit 300
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_prompting.py --smoke   # seconds: tiny model, 4 examples, no kNN
 
 Cost: every 8-shot static row scores the 1,821 SST-2 queries in ~26 computed tokens each (the shared
 prefix once); a kNN row computes ~260 tokens per query (its own demonstrations, content-free prompts
-grouped with it), ten times more, so the reference run caps kNN at 500 queries:
+grouped with it), ten times more, so the reference run caps kNN at 500 queries (the recorded figures,
+benchmarks/results/bench_prompting.json):
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_prompting.py --knn-limit 500 --agnews-limit 1000 \
-        --threads 1 --json bench_prompting.json        # 90 min on 2 shared CPU cores
+        --threads 1 --repeats 3        # 90 min on 2 shared CPU cores
 
 ``tok/query`` counts all prompt tokens a query needs served alone; for kNN with per-query calibration
 that includes its three content-free prompts (about a quarter of it is the query's own prompt).
@@ -27,12 +35,13 @@ that includes its three content-free prompts (about a quarter of it is the query
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from harness import Harness, add_harness_arguments, command_line, smoke_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -40,15 +49,6 @@ sys.path.insert(0, str(REPO / "src"))
 
 def log(msg: str) -> None:
     print(msg, flush=True)
-
-
-def save(results, path):
-    """Write the results so far (called after every row, so a cut-off run keeps its figures)."""
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        tmp.replace(path)
 
 
 def run_config(name, cfg, task, splits, test, lm, embedder, progress, seed=0):
@@ -116,19 +116,25 @@ def table(title, summary, n):
     return "\n".join(lines)
 
 
-def main() -> None:
+WARMUP_EXAMPLES = 8
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="adaptlab model name or folder")
     ap.add_argument("--limit", type=int, default=None, help="SST-2 test examples (default: all 1821)")
     ap.add_argument("--knn-limit", type=int, default=None,
                     help="SST-2 test examples for kNN rows (default: --limit; kNN prompts share no prefix)")
     ap.add_argument("--agnews-limit", type=int, default=1000, help="AG News test examples (of 7600)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["sst2", "agnews", "knn"])
-    ap.add_argument("--json", type=Path, default=None, help="also write all rows as JSON here")
     ap.add_argument("--progress", action="store_true")
-    args = ap.parse_args()
+    add_harness_arguments(ap, "bench_prompting.json")
+    args = ap.parse_args(argv)
+    smoke_defaults(ap, args, argv, model="tiny-random-llama", limit=4, agnews_limit=4, k=2, skip=["knn"])
+    h = Harness("bench_prompting", args)
+    h.command = command_line(__file__, argv)
     logging.basicConfig(level=logging.WARNING)
 
     import torch
@@ -141,57 +147,49 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    lm = HFLM.from_loaded(load_model())
-    log(f"model {lm.name}, torch threads {torch.get_num_threads()}")
-    results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    lm = HFLM.from_loaded(load_model(args.model))
+    log(f"model {lm.name}, torch threads {torch.get_num_threads()}, seeds 0-{h.repeats - 1}")
+    summary: dict = {"model": lm.name, "threads": torch.get_num_threads(), "seeds": list(range(h.repeats))}
 
-    if "sst2" not in args.skip:
-        task = load_task(REPO / "tasks" / "sst2.yaml")
+    def seeded(name, cfg, task, splits, test):
+        """A harness side: call k fits with seed k - warmup (warm-ups: seed 0 on the first examples)."""
+        calls = [0]
+
+        def run() -> dict:
+            k, calls[0] = calls[0], calls[0] + 1
+            warm = k < h.warmup
+            return run_config(name, cfg, task, splits, test[:WARMUP_EXAMPLES] if warm else test, lm, None,
+                              args.progress, seed=0 if warm else k - h.warmup)
+        return run
+
+    def once(group, name, cfg, task, splits, test, embedder=None):
+        """A configuration that does not depend on the seed: run once, kept as a run of its own side."""
+        start = time.perf_counter()
+        row = run_config(name, cfg, task, splits, test, lm, embedder, args.progress)
+        return h.record(group, name, {**row, "wall_seconds": time.perf_counter() - start})
+
+    for group, path, limit in (("sst2", "sst2.yaml", args.limit), ("agnews", "agnews.yaml", args.agnews_limit)):
+        if group in args.skip:
+            continue
+        task = load_task(REPO / "tasks" / path)
         splits = load_splits(task)
-        test = seeded_sample(splits.test, args.limit, 0)
-        log(f"SST-2: {len(splits.train)} train, {len(splits.dev)} dev, {len(test)} test")
-        rows = results.setdefault("sst2", {"n": len(test)}).setdefault("rows", [])
-        rows.append(run_config("zero_shot", ZeroShotConfig(calibrate=True), task, splits, test, lm,
-                               None, args.progress))
-        save(results, args.json)
-        for selection in ("random", "balanced"):
-            for seed in args.seeds:
-                cfg = FewShotConfig(k=args.k, selection=selection, calibrate=True)
-                rows.append(run_config(f"{args.k}-shot {selection}", cfg, task, splits, test, lm, None,
-                                       args.progress, seed=seed))
-                save(results, args.json)
-        if "knn" not in args.skip:
-            embedder = load_embedder()
-            knn_test = seeded_sample(splits.test, args.knn_limit or args.limit, 0)
-            cfg = FewShotConfig(k=args.k, selection="knn", calibrate=True)
-            rows.append(run_config(f"{args.k}-shot knn", cfg, task, splits, knn_test, lm, embedder,
-                                   args.progress))
-        results["sst2"]["summary"] = summarise(rows)
-        save(results, args.json)
-        log(table("SST-2 accuracy", results["sst2"]["summary"], len(test)))
-
-    if "agnews" not in args.skip:
-        task = load_task(REPO / "tasks" / "agnews.yaml")
-        splits = load_splits(task)
-        test = seeded_sample(splits.test, args.agnews_limit, 0)
-        log(f"AG News: {len(splits.train)} train, {len(splits.dev)} dev, {len(test)} test")
-        rows = results.setdefault("agnews", {"n": len(test)}).setdefault("rows", [])
-        rows.append(run_config("zero_shot", ZeroShotConfig(calibrate=True), task, splits, test, lm,
-                               None, args.progress))
-        save(results, args.json)
-        for seed in args.seeds:
-            cfg = FewShotConfig(k=args.k, selection="random", calibrate=True)
-            rows.append(run_config(f"{args.k}-shot random", cfg, task, splits, test, lm, None,
-                                   args.progress, seed=seed))
-            save(results, args.json)
-        results["agnews"]["summary"] = summarise(rows)
-        log(table("AG News accuracy", results["agnews"]["summary"], len(test)))
-
-    results["seconds"] = time.perf_counter() - t_start
-    log(f"\ntotal {results['seconds']:.0f}s")
-    save(results, args.json)
+        test = seeded_sample(splits.test, limit, 0)
+        log(f"{group}: {len(splits.train)} train, {len(splits.dev)} dev, {len(test)} test")
+        rows = [once(group, "zero_shot", ZeroShotConfig(calibrate=True), task, splits, test)]
+        selections = ("random", "balanced") if group == "sst2" else ("random",)
+        configs = {f"{args.k}-shot {sel}": FewShotConfig(k=args.k, selection=sel, calibrate=True) for sel in selections}
+        sides = {name: seeded(name, cfg, task, splits, test) for name, cfg in configs.items()}
+        for side_rows in h.alternate(group, sides).values():
+            rows += side_rows
+        if group == "sst2" and "knn" not in args.skip:
+            knn_test = seeded_sample(splits.test, args.knn_limit or limit, 0)
+            rows.append(once(group, f"{args.k}-shot knn", FewShotConfig(k=args.k, selection="knn", calibrate=True),
+                             task, splits, knn_test, load_embedder()))
+        summary[group] = {"n": len(test), "summary": summarise(rows)}
+        log(table(f"{group} accuracy", summary[group]["summary"], len(test)))
+        h.write(summary)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,27 +1,34 @@
 """Benchmark: few-shot SST-2 scoring with and without the shared-prefix KV cache.
 
-Builds an 8-shot prompt (instruction + random demonstrations + query) for N test sentences, scores the
+Builds an 8-shot prompt (instruction + random demonstrations + query) for N test sentences and scores the
 label verbalizers with HFLM's naive batched path (every full sequence on its own, sorted and padded like
-lm-evaluation-harness) and with its cached path, side by side, and prints examples/second (median of the
-repeats), the speed-up, the largest log-likelihood difference between the paths, each path's accuracy,
-the peak RSS and each path's model FLOPs utilisation (MFU: 2 x non-embedding parameters x tokens run,
-per second, over this machine's float32/bfloat16 matmul peak at the same thread count; see ``_hw.py``).
+lm-evaluation-harness) and with its cached path: the two sides of the harness (``benchmarks/harness.py``),
+each warmed up, then run ``--repeats`` times, alternated, in this process on ``--threads`` threads. Prints
+and records examples/second (median of the repeats), the wall and CPU speed-ups, the largest
+log-likelihood difference between the paths, each path's accuracy, peak RSS and MFU.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --n 200 --repeats 3
+MFU: model FLOPs per second over this run's peak. FLOPs formula (forward scoring): ``2 x N x tokens
+computed``, N = non-embedding parameters (``_hw.non_embedding_params``), tokens computed = what the path
+actually ran (``ScoringStats.computed_tokens``; the output layer runs only at the read positions, attention
+scores are not counted). Peak: ``_hw.shape_peak`` at the model's own GEMM shapes (``linear_shapes``),
+``batch x mean context tokens`` rows, measured in this process at the same thread count and dtype before
+the sides run. The harness fails the script if an MFU is above 1.
+
+Reproduce the recorded figures (benchmarks/results/bench_scoring.json):
+
+    OMP_NUM_THREADS=2 PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --n 200 --threads 2
     PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --verbalizers multi   # multi-token labels
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --paths cached --threads 2 --batch-size 64
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --shots 96 --n 8 \
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --shots 96 --n 8 \\
         --out benchmarks/results/bench_scoring_many_shot.json                      # a many-shot prefix
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_scoring.py --smoke   # seconds: tiny model, 4 examples
 
-Timings on a shared machine drift with its load: the paths run interleaved, the load average is printed,
-and the CPU-time speed-up is shown beside the wall-clock one.
+Timings on a shared machine drift with its load: the paths alternate, every run keeps its load average,
+and the CPU-time speed-up is recorded beside the wall-clock one.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import resource
 import statistics
@@ -29,13 +36,18 @@ import sys
 import time
 from pathlib import Path
 
+from _hw import linear_shapes, mfu, non_embedding_params, shape_peak
+from harness import Harness, add_harness_arguments, command_line, log, smoke_defaults
+
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "sst2"
 INSTRUCTION = "Classify the sentiment of each movie review as positive or negative.\n\n"
 VERBALIZERS = {
     "single": ("negative", "positive"),
     "multi": ("not good at all", "really quite good"),
 }
+PATHS = ("cached", "naive")
 
 
 def read_sst2(path: Path) -> list[tuple[int, str]]:
@@ -62,66 +74,74 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(lm_factory, requests, labels, repeats: int, paths: tuple[str, ...] = ("cached", "naive")) -> dict:
-    """Time both paths after an untimed warm-up, interleaved and alternated (so load drift hits both alike), and
-    compare their scores and accuracies."""
-    wall: dict[str, list[float]] = {m: [] for m in paths}
-    cpu: dict[str, list[float]] = {m: [] for m in paths}
-    results, rss, stats = {}, {}, {}
-    for mode in paths:  # warm-up: allocator, kernels and tokenizer caches, untimed
-        lm_factory(prefix_cache=(mode == "cached")).loglikelihood(requests[:2])
-    for i in range(repeats):
-        for mode in (paths if i % 2 == 0 else tuple(reversed(paths))):  # sides alternated
-            lm = lm_factory(prefix_cache=(mode == "cached"))
-            start, start_cpu = time.perf_counter(), time.process_time()
-            results[mode] = lm.loglikelihood(requests)
-            wall[mode].append(time.perf_counter() - start)
-            cpu[mode].append(time.process_time() - start_cpu)
-            print(f"  {mode:<6} run {len(wall[mode])}: {wall[mode][-1]:.1f} s wall, {cpu[mode][-1]:.1f} s cpu",
-                  file=sys.stderr, flush=True)
-            stats[mode] = lm.last_stats
-            rss.setdefault(mode, peak_rss_mb())
-    both = len(results) == 2
-    diff = max(abs(a - b) for rc, rn in zip(results["cached"], results["naive"])
-               for a, b in zip(rc.logprobs, rn.logprobs)) if both else float("nan")
-    preds = {m: [max(range(len(r.logprobs)), key=r.logprobs.__getitem__) for r in results[m]] for m in results}
-    acc = {m: sum(p == y for p, y in zip(preds[m], labels)) / len(labels) for m in preds}
-    n = len(requests)
-    return dict(
-        eps={m: n / statistics.median(wall[m]) for m in wall},
-        cpu_eps={m: n / statistics.median(cpu[m]) for m in cpu},
-        paired=statistics.median(w_n / w_c for w_n, w_c in zip(wall["naive"], wall["cached"])) if both
-        else float("nan"), wall=wall, cpu=cpu, diff=diff, acc=acc, same=preds["cached"] == preds["naive"] if both
-        else None, rss=rss, stats=stats)
+def side(factory, mode: str, requests, labels, results: dict):
+    """The harness side for one path: a fresh HFLM scores every request; the row keeps wall/CPU seconds,
+    examples/second, tokens computed, accuracy and peak RSS; the scores go to ``results[mode]``."""
+    def run() -> dict:
+        lm = factory(prefix_cache=(mode == "cached"))
+        start, start_cpu = time.perf_counter(), time.process_time()
+        out = lm.loglikelihood(requests)
+        wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        results[mode] = out
+        preds = [max(range(len(r.logprobs)), key=r.logprobs.__getitem__) for r in out]
+        stats = lm.last_stats
+        return {"wall_seconds": wall, "cpu_seconds": cpu, "examples_per_s": len(requests) / wall,
+                "computed_tokens": stats.computed_tokens, "prefix_tokens": stats.prefix_tokens,
+                "pad_tokens": stats.pad_tokens, "accuracy": sum(p == y for p, y in zip(preds, labels)) / len(labels),
+                "peak_rss_mb": peak_rss_mb()}
+    return run
+
+
+def summarise(kind: str, runs: dict[str, list[dict]], results: dict, n: int, n_params: int, peak: dict) -> dict:
+    """Medians per path, speed-ups (median and paired), agreement and MFU (2N x tokens computed / s / peak)."""
+    out: dict = {"verbalizers": kind, "paths": {}}
+    for mode, rows in runs.items():
+        wall = statistics.median(r["wall_seconds"] for r in rows)
+        tokens = rows[-1]["computed_tokens"]
+        out["paths"][mode] = {"median_wall_seconds": wall,
+                              "median_cpu_seconds": statistics.median(r["cpu_seconds"] for r in rows),
+                              "examples_per_s": n / wall, "computed_tokens": tokens,
+                              "accuracy": rows[-1]["accuracy"], "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+                              "mfu": mfu(2 * n_params * tokens, wall, peak["gflops"])}
+    if len(runs) == 2:
+        c, nv = out["paths"]["cached"], out["paths"]["naive"]
+        out["speedup"] = nv["median_wall_seconds"] / c["median_wall_seconds"]
+        out["cpu_speedup"] = nv["median_cpu_seconds"] / c["median_cpu_seconds"]
+        out["paired_speedup"] = statistics.median(
+            a["wall_seconds"] / b["wall_seconds"] for a, b in zip(runs["naive"], runs["cached"]))
+        out["max_abs_loglik_diff"] = max(abs(a - b) for rc, rn in zip(results["cached"], results["naive"])
+                                         for a, b in zip(rc.logprobs, rn.logprobs))
+        out["same_predictions"] = all(
+            max(range(len(a.logprobs)), key=a.logprobs.__getitem__)
+            == max(range(len(b.logprobs)), key=b.logprobs.__getitem__)
+            for a, b in zip(results["cached"], results["naive"]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="test examples to score")
     parser.add_argument("--shots", type=int, default=8, help="demonstrations in the prompt")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per path (median reported)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per forward pass")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="adaptlab model name or folder")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with stsa.binary.{train,test}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbalizers", choices=["single", "multi", "both"], default="single",
-                        help="single-token labels, multi-token labels, or both (two lines)")
+                        help="single-token labels, multi-token labels, or both (two groups)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--paths", nargs="+", choices=["cached", "naive"], default=["cached", "naive"],
+    parser.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS),
                         help="scoring paths to run (both: speed-up and agreement)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bench_scoring.json",
-                        help="JSON file with every repeat, the machine, versions and the command")
+    add_harness_arguments(parser, "bench_scoring.json")
     args = parser.parse_args(argv)
+    smoke_defaults(parser, args, argv, n=4, shots=2, batch_size=4, model="tiny-random-llama")
+    h = Harness("bench_scoring", args)
+    h.command = command_line(__file__, argv)
 
-    sys.path.insert(0, str(REPO / "src"))
     import torch
-
-    from _hw import matmul_peak, mfu, non_embedding_params
 
     if args.threads:
         torch.set_num_threads(args.threads)
-
     from adaptlab.lm.hf import HFLM
     from adaptlab.models import load_model
 
@@ -130,73 +150,40 @@ def main(argv: list[str] | None = None) -> int:
     test = random.Random(args.seed + 1).sample(test, min(args.n, len(test)))
     labels = [y for y, _ in test]
     loaded = load_model(args.model, dtype=args.dtype)
-    rss_model = peak_rss_mb()
-    peak = matmul_peak(args.dtype, threads=torch.get_num_threads())
     n_params = non_embedding_params(loaded.model)
+    kinds = ["single", "multi"] if args.verbalizers == "both" else [args.verbalizers]
+    requests = {k: build_requests(train, test, shots=args.shots, words=VERBALIZERS[k], seed=args.seed) for k in kinds}
+    ctx_tok = {k: statistics.mean(token_len(loaded, r.context) for r in requests[k]) for k in kinds}
+    rows = min(args.batch_size * round(max(ctx_tok.values())), 8192)
+    peak = shape_peak(linear_shapes(loaded.model), rows, dtype=args.dtype, threads=torch.get_num_threads(),
+                      repeats=2 if args.smoke else 5)
 
     def factory(prefix_cache: bool) -> HFLM:
         return HFLM.from_loaded(loaded, batch_size=args.batch_size, prefix_cache=prefix_cache)
 
-    print(f"model {loaded.name} ({args.dtype}), torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {len(test)} SST-2 test examples, "
-          f"{args.shots}-shot, batch {args.batch_size}, median of {args.repeats}; "
-          f"RSS after loading the model {rss_model:.0f} MB")
-    print(f"matmul peak {peak['gflops']:.1f} GFLOP/s ({args.dtype} {peak['size']}x{peak['size']}, "
-          f"{peak['threads']} threads); MFU = 2 x {n_params:,} non-embedding params x tokens run / s / peak")
-    header = (f"{'labels':<10} {'ctx tok':>7} {'prefix':>6} {'naive ex/s':>10} {'cached ex/s':>11} {'speed-up':>8} "
-              f"{'cpu speed-up':>12} {'max |dLL|':>9} {'acc naive':>9} {'acc cached':>10} {'same preds':>10} "
-              f"{'tokens naive':>12} {'tokens cached':>13} {'peak RSS MB':>11} {'MFU naive':>9} {'MFU cached':>10}")
-    print(header)
-    print("-" * len(header))
-    kinds = ["single", "multi"] if args.verbalizers == "both" else [args.verbalizers]
-    rows = []
+    log(f"model {loaded.name} ({args.dtype}), {torch.get_num_threads()} threads; {len(test)} SST-2 test examples, "
+        f"{args.shots}-shot, batch {args.batch_size}; in-run peak {peak['gflops']:.1f} GFLOP/s at {peak['shape']}; "
+        f"MFU = 2 x {n_params:,} non-embedding params x tokens computed / s / peak")
+    groups = []
     for kind in kinds:
-        words = VERBALIZERS[kind]
-        requests = build_requests(train, test, shots=args.shots, words=words, seed=args.seed)
-        ctx_tok = statistics.mean(loaded_len(loaded, r.context) for r in requests)
-        r = run(factory, requests, labels, args.repeats, tuple(args.paths))
-        label_tok = "/".join(str(loaded_len(loaded, " " + w)) for w in words)
-        nan = float("nan")
-        eps = {m: r["eps"].get(m, nan) for m in ("naive", "cached")}
-        cpu_eps = {m: r["cpu_eps"].get(m, nan) for m in ("naive", "cached")}
-        acc = {m: r["acc"].get(m, nan) for m in ("naive", "cached")}
-        tokens = {m: r["stats"][m].computed_tokens if m in r["stats"] else 0 for m in ("naive", "cached")}
-        util = {m: mfu(2 * n_params * tokens[m], statistics.median(r["wall"][m]), peak["gflops"])
-                if m in r["wall"] else nan for m in ("naive", "cached")}
-        prefix = r["stats"]["cached"].prefix_tokens if "cached" in r["stats"] else 0
-        print(f"{kind + ' ' + label_tok:<10} {ctx_tok:>7.0f} {prefix:>6} "
-              f"{eps['naive']:>10.2f} {eps['cached']:>11.2f} {eps['cached'] / eps['naive']:>7.1f}x "
-              f"{cpu_eps['cached'] / cpu_eps['naive']:>11.1f}x {r['diff']:>9.1e} {acc['naive']:>9.3f} "
-              f"{acc['cached']:>10.3f} {str(r['same']):>10} {tokens['naive']:>12} "
-              f"{tokens['cached']:>13} {max(r['rss'].values()):>11.0f} {util['naive']:>9.1%} {util['cached']:>10.1%}")
-        print(f"{'':<10} wall s " + ", ".join(f"{m} {fmt(r['wall'][m])}" for m in r["wall"])
-              + f" (median paired speed-up {r['paired']:.1f}x); cpu s "
-              + ", ".join(f"{m} {fmt(r['cpu'][m])}" for m in r["cpu"]))
-        print(f"{'':<10} " + ", ".join(f"peak RSS after the first {m} run {r['rss'][m]:.0f} MB" for m in r["rss"])
-              + f"; load average now {os.getloadavg()[0]:.1f}")
-        rows.append({"verbalizers": kind, "context_tokens": ctx_tok, "prefix_tokens": prefix, "wall_s": r["wall"],
-                     "cpu_s": r["cpu"], "examples_per_s": r["eps"], "paired_speedup": r["paired"],
-                     "tokens_run": tokens, "accuracy": r["acc"], "max_abs_loglik_diff": r["diff"],
-                     "same_predictions": r["same"], "peak_rss_mb": r["rss"], "mfu": util,
-                     "load_average_after": os.getloadavg()[0]})
-    from adaptlab.experiment.store import environment_info
-
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "bench_scoring", "command": " ".join([sys.executable, *sys.argv]),
-                                    "args": {k: str(v) for k, v in vars(args).items()},
-                                    "machine": {**environment_info(), "threads": torch.get_num_threads()},
-                                    "matmul_peak": peak, "rows": rows}, indent=1, default=str) + "\n",
-                        encoding="utf-8")
-    print(f"wrote {args.out}")
+        results: dict = {}
+        runs = h.alternate(kind, {m: side(factory, m, requests[kind], labels, results) for m in args.paths})
+        g = summarise(kind, runs, results, len(test), n_params, peak)
+        g.update(context_tokens=ctx_tok[kind], label_tokens=[token_len(loaded, " " + w) for w in VERBALIZERS[kind]])
+        groups.append(g)
+        print(f"{kind}: " + ", ".join(f"{m} {p['examples_per_s']:.2f} ex/s (acc {p['accuracy']:.3f}, "
+                                      f"{p['computed_tokens']} tokens, MFU {p['mfu']:.1%})"
+                                      for m, p in g["paths"].items())
+              + (f"; speed-up {g['speedup']:.2f}x wall, {g['cpu_speedup']:.2f}x cpu, max |dLL| "
+                 f"{g['max_abs_loglik_diff']:.1e}" if "speedup" in g else ""))
+    h.write({"model": loaded.name, "threads": torch.get_num_threads(), "non_embedding_params": n_params,
+             "flops_formula": "2 x non_embedding_params x computed_tokens (forward scoring)",
+             "peak": peak, "groups": groups})
     return 0
 
 
-def loaded_len(loaded, text: str) -> int:
+def token_len(loaded, text: str) -> int:
     return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def fmt(times: list[float]) -> str:
-    return "[" + ", ".join(f"{t:.2f}" for t in times) + "]"
 
 
 if __name__ == "__main__":

@@ -144,8 +144,9 @@ def test_scores_two_labels_and_the_right_one_wins(gemma_lm) -> None:
     [r] = gemma_lm.loglikelihood([EASY])
     assert all(math.isfinite(x) and x < 0 for x in r.logprobs)
     assert r.logprobs[0] > r.logprobs[1] + 2.0  # measured margin: 4.4 nats
-    assert r.token_counts == (1, 1) and r.prompt_tokens == 5
+    assert r.token_counts == (1, 1) and r.prompt_tokens == 6  # as the server reports them (its BOS included)
     assert "parsed_fallback" not in gemma_lm.usage.extra  # the echo probe passed: exact scores
+    assert gemma_lm.usage.extra["next_token_scored"] == 2  # both labels from one next-token request, no echo
 
 
 @pytest.mark.server

@@ -230,9 +230,32 @@ def test_loglikelihood_ranks_the_likely_continuation(lm: APILM) -> None:
         assert r.logprobs[0] > r.logprobs[1] + 2.0
         assert all(n >= 1 for n in r.token_counts)
         assert r.prompt_tokens >= 4
-    assert lm.usage.requests - before == 4
+    # one next-token request per query lists the likely answer; the unlikely one (not in its top 20) is echoed
+    assert lm.usage.requests - before == 4 and lm.usage.extra["next_token_scored"] >= 2
     assert "parsed_fallback" not in lm.usage.extra
     assert results[0].token_counts[0] == lm.count_tokens(" Paris")  # the server's tokenizer
+
+
+@pytest.mark.server
+def test_next_token_scores_equal_echoed_scores(llama_server: str, monkeypatch) -> None:
+    """The server's listed next-token log-probabilities are the echoed ones: the fast path changes cost only."""
+    reqs = [LoglikelihoodRequest("The capital of France is", (" Paris", " France")),
+            LoglikelihoodRequest("Great movie!\nQuestion: Is this sentence positive or negative?\nAnswer:",
+                                 (" positive", " negative"))]
+    with APILM(base_url=llama_server, model="smollm2", bos_text=BOS, timeout_s=120.0, top_logprobs=1000) as lm:
+        fast = lm.loglikelihood(reqs)
+        assert lm.usage.extra["next_token_scored"] == 4  # every label listed among the top 1,000: no echo
+        assert lm.usage.requests == 2
+        from adaptlab.lm import api
+
+        monkeypatch.setattr(api, "next_token_scores", lambda lp, conts: [None] * len(conts))  # none listed: echo
+        echoed = lm.loglikelihood(reqs)
+        assert lm.usage.requests == 2 + 2 + 4  # the next-token requests again, then one echo per label
+    for f, e in zip(fast, echoed):
+        # equal up to llama.cpp's numerics (batch shape and cached prefix change its quantised kernels' sums)
+        assert f.logprobs == pytest.approx(e.logprobs, abs=0.25)
+        assert (f.logprobs[0] > f.logprobs[1]) == (e.logprobs[0] > e.logprobs[1])
+        assert f.token_counts == e.token_counts == (1, 1)
 
 
 @pytest.mark.server

@@ -42,6 +42,16 @@ def prompt_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def own_artifact(artifact: Path, folder: Path, key: str) -> None:
+    """A copy of ``artifact`` in ``folder`` that is this cell's own: its instruction names the cell, so no two
+    cells' adapted.json are alike (a best/ that copied the wrong cell would not compare equal)."""
+    shutil.copytree(artifact, folder)
+    path = folder / "adapted.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["format"]["instruction"] = f"{doc['format']['instruction']} (cell {key[:12]})".strip()
+    path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
+
+
 def _labels() -> list[str]:
     from adaptlab.data import builtin_task
 
@@ -106,7 +116,7 @@ def make_run(run_dir: Path, artifact: Path, *, fail_all: bool = False,
                 rows = _predictions(key, value, seed, labels)
                 acc = sum(r.score for r in rows) / len(rows)
                 rel = f"cells/{key[:12]}"
-                shutil.copytree(artifact, run_dir / rel)
+                own_artifact(artifact, run_dir / rel, key)
                 rec = CellRecord(
                     key, strategy, {"k": n} if strategy == "few_shot" else {}, n, seed, variant,
                     value=acc, ci_low=max(0.0, acc - 0.12), ci_high=min(1.0, acc + 0.12), n_test=N_TEST,
@@ -193,8 +203,12 @@ def test_best_is_the_recommended_artifact_and_loads(built):
     key = doc["recommendation"]["cell_key"]
     cell = next(c for c in cells if c.key == key)
     assert doc["best"]["cell_key"] == key and paths.best_dir == run_dir / "best"
-    assert (paths.best_dir / "adapted.json").read_bytes() == (run_dir / cell.artifact_dir / "adapted.json").read_bytes()
-    assert load_adapted(paths.best_dir).kind == "prompt"
+    best = (paths.best_dir / "adapted.json").read_bytes()
+    assert best == (run_dir / cell.artifact_dir / "adapted.json").read_bytes()
+    others = [c for c in cells if c.artifact_dir and c.key != key]
+    assert others and all(best != (run_dir / c.artifact_dir / "adapted.json").read_bytes() for c in others)
+    loaded = load_adapted(paths.best_dir)
+    assert loaded.kind == "prompt" and f"(cell {key[:12]})" in loaded.fmt.instruction
     note = _best_note(paths.best_dir, run_dir / cell.artifact_dir)
     assert cell.variant in note and key[:12] in note
 
@@ -254,6 +268,7 @@ def test_rebuild_replaces_best_and_collect_labels_note(built):
     assert not (paths.best_dir / "stale.txt").exists()
     assert load_adapted(paths.best_dir).kind == "prompt"
     artifact = run_dir / _strict_json(paths.results_json)["best"]["source"]
+    assert (paths.best_dir / "adapted.json").read_bytes() == (artifact / "adapted.json").read_bytes()
     assert "collect more labels" in _best_note(paths.best_dir, artifact)
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".best")]
     build_report(run_dir)  # back to the stored scenario for the other tests

@@ -31,12 +31,14 @@ import httpx
 from adaptlab.errors import AdaptlabError
 from adaptlab.lm.api_config import (MAX_SERVER_STOPS, RETRY_STATUSES, APIConfig, BackendError, usage_count,
                                     cut_at_stop, describe_error, normalise_text, retry_after_seconds, server_message)
+from adaptlab.lm.api_next_token import TOP_LOGPROBS, next_token_payload, next_token_scores
 from adaptlab.lm.base import ContinuationScores, LoglikelihoodRequest, Usage, no_kept_prefix
 
 if TYPE_CHECKING:
     from adaptlab.models.prices import TokenPrice
 
 log = logging.getLogger(__name__)
+NO_500 = RETRY_STATUSES - {500}  # llama-cpp-python answers 500 when its logprobs are off: not worth a retry
 
 T = TypeVar("T")
 
@@ -66,6 +68,7 @@ class APILM:
         self._lock = threading.Lock()
         self._rng = random.Random()
         self._echo_ok: bool | None = False if config.logprobs == "off" else None
+        self._next_ok: bool | None = None  # next-token scoring accepted by the server (None: not yet asked)
         self._tokenize_route: str | None = None  # "extras", "native", "none" once probed
         self._client = httpx.Client(
             timeout=httpx.Timeout(config.timeout_s),
@@ -331,13 +334,15 @@ class APILM:
         """
         cfg = self.config
         probe = "The capital of France is"
-        no_500 = RETRY_STATUSES - {500}  # llama-cpp-python answers 500 when logprobs are disabled
+        no_500 = NO_500
         reason = ""
         try:
             body = self._post(f"{cfg.base_url}/completions", {
                 "model": cfg.model, "prompt": cfg.bos_text + probe, "max_tokens": 1,
-                "temperature": 0.0, "logprobs": 1}, retry_statuses=no_500)
+                "temperature": 0.0, "logprobs": TOP_LOGPROBS}, retry_statuses=no_500)
             lp = self._logprobs(body)
+            if next_token_scores(lp, []) is None:  # no alternatives listed: no next-token scoring
+                self._next_ok = False
             tokens, values = lp.get("tokens"), lp.get("token_logprobs")
             generated = tokens[0] if isinstance(tokens, list) and tokens else ""
             expected = values[0] if isinstance(values, list) and values else None
@@ -406,18 +411,45 @@ class APILM:
         return total, n, n_ctx
 
     def _score_echo(self, request: LoglikelihoodRequest) -> ContinuationScores:
+        """Listed one-token continuations from one next-token request (`api_next_token`); the others echoed."""
+        known = self._next_token(request)
         logprobs: list[float] = []
         counts: list[int] = []
-        prompt_tokens = 0
+        prompt_tokens = known[1] if known else 0
         for k, cont in enumerate(request.continuations):
+            if known and known[0][k] is not None:
+                logprobs.append(known[0][k])
+                counts.append(1)
+                continue
             body = self._echo_body(request.context + cont)
             self._account(body)
             total, n, n_ctx = self._continuation_logprob(request.context, cont, body)
-            if k == 0:
-                prompt_tokens = n_ctx
+            prompt_tokens = prompt_tokens or n_ctx
             logprobs.append(total)
             counts.append(n)
         return ContinuationScores(tuple(logprobs), tuple(counts), prompt_tokens)
+
+    def _next_token(self, request: LoglikelihoodRequest) -> tuple[list[float | None], int] | None:
+        """(next-token log p per continuation, None where not listed; prompt tokens), or None when the server
+        refuses next-token requests (then never asked again)."""
+        if self._next_ok is False or not request.continuations:
+            return None
+        try:
+            body = self._post(f"{self.config.base_url}/completions", next_token_payload(
+                self.config.model, self.config.bos_text + request.context, self.config.top_logprobs),
+                retry_statuses=NO_500)
+        except BackendError as exc:
+            if exc.transport or exc.status not in (400, 404, 422, 500):
+                raise
+            self._next_ok = False  # the server refuses the request's fields: echo only from here on
+            log.info("API server %s refused next-token scoring (%s)", self.config.base_url, exc.message)
+            return None
+        scores = next_token_scores(self._logprobs(body), request.continuations)
+        prompt_tokens, _ = self._account(body)
+        self._next_ok = scores is not None  # no alternatives listed: this server is scored by echo only
+        if scores is not None:
+            self._bump("next_token_scored", sum(v is not None for v in scores))
+        return None if scores is None else (scores, prompt_tokens)
 
     def _score_parsed(self, request: LoglikelihoodRequest) -> ContinuationScores:
         cfg = self.config

@@ -61,6 +61,10 @@ class APIConfig(ConfigModel):
     """Cap on one backoff wait, including a server's ``Retry-After``."""
     logprobs: Literal["auto", "on", "off"] = "auto"
     """Scoring: ``on`` uses echo+logprobs, ``off`` parses generations, ``auto`` probes the server once."""
+    top_logprobs: int = Field(20, ge=1, le=1_000_000)
+    """Alternatives asked for when scoring one-token answers from a single next-token request (a continuation not
+    listed is echoed instead). vLLM caps this at its ``--max-logprobs`` (20 by default); llama.cpp takes any number
+    (the ``llamacpp`` backend asks for 1,000: the echo it saves costs a vocabulary sort per prompt token)."""
     fallback_max_tokens: int = Field(16, ge=1)
     """Tokens generated per request when scoring falls back to parsing generations."""
     context_length: int | None = Field(None, ge=1)

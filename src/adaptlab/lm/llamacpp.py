@@ -27,6 +27,10 @@ from adaptlab.errors import ModelError
 from adaptlab.lm.api import APILM
 from adaptlab.lm.api_config import APIConfig
 
+LLAMACPP_TOP_LOGPROBS = 1000
+"""Next-token alternatives asked of a server this backend starts: labels outside them are echoed, and
+llama-cpp-python sorts the whole vocabulary for every echoed prompt token (~0.1-0.2 s each for SmolLM2)."""
+
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 120.0
@@ -223,7 +227,10 @@ def llamacpp_lm(gguf: Path, config: APIConfig, *, name: str, n_ctx: int = 2048,
     # as much as the model itself, and llama-cpp-python's echo sorts the whole vocabulary per prompt token
     server = acquire_server(gguf, n_ctx=n_ctx, threads=threads, logits_all=config.logprobs != "off")
     try:
-        return LlamaCppLM(server, APIConfig(**{**config.model_dump(), "base_url": server.base_url}), name=name)
+        settings = {**config.model_dump(), "base_url": server.base_url}
+        if "top_logprobs" not in config.model_fields_set:  # llama.cpp lists any number; each echo costs more
+            settings["top_logprobs"] = LLAMACPP_TOP_LOGPROBS
+        return LlamaCppLM(server, APIConfig(**settings), name=name)
     except BaseException:
         release_server(server)
         raise

@@ -58,7 +58,8 @@ def render_summary(data: ReportData) -> str:
                         f"{best_cell.n_train} labels, seed {best_cell.seed}."]
     out += ["", f"Scenario: {fmt_count(sc.queries_per_month)} queries/month for {sc.months:g} months at "
                 f"{fmt_money(sc.price_per_hour)}/hour"
-                + (f", accuracy target {sc.accuracy_target:g}" if sc.accuracy_target is not None else "")
+                + (f", {md_escape(data.metric)} target {sc.accuracy_target:g}" if sc.accuracy_target is not None
+                   else "")
                 + (f", latency budget {sc.latency_budget_s:g} s" if sc.latency_budget_s is not None else "")
                 + (f", {sc.labels_available} labels on hand" if sc.labels_available is not None else "")
                 + "."]
