@@ -334,12 +334,11 @@ class APILM:
         """
         cfg = self.config
         probe = "The capital of France is"
-        no_500 = NO_500
         reason = ""
         try:
             body = self._post(f"{cfg.base_url}/completions", {
                 "model": cfg.model, "prompt": cfg.bos_text + probe, "max_tokens": 1,
-                "temperature": 0.0, "logprobs": TOP_LOGPROBS}, retry_statuses=no_500)
+                "temperature": 0.0, "logprobs": TOP_LOGPROBS}, retry_statuses=NO_500)
             lp = self._logprobs(body)
             if next_token_scores(lp, []) is None:  # no alternatives listed: no next-token scoring
                 self._next_ok = False
@@ -351,7 +350,7 @@ class APILM:
                 reason = "no logprobs for generated tokens"
             else:
                 got = self._continuation_logprob(probe, generated, self._echo_body(
-                    probe + generated, retry_statuses=no_500))[0]
+                    probe + generated, retry_statuses=NO_500))[0]
                 if abs(got - float(expected)) > 0.1:
                     reason = (f"echoed logprob of {generated!r} is {got:.3f} but {float(expected):.3f} "
                               "when generated (shifted by one token?)")
